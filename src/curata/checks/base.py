@@ -1,0 +1,161 @@
+"""Check contract: a check reads a Context and returns Findings (one table for all checks)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from curata.dataset import Dataset
+
+Severity = Literal["info", "warning", "error"]
+SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2}
+
+#: Columns of ``findings.parquet`` in order; ``evidence`` is a JSON object per row.
+FINDINGS_SCHEMA = pa.schema(
+    [
+        ("check", pa.string()),
+        ("record_id", pa.string()),
+        ("related_id", pa.string()),
+        ("group_id", pa.string()),
+        ("score", pa.float64()),
+        ("severity", pa.string()),
+        ("message", pa.string()),
+        ("evidence", pa.string()),
+    ]
+)
+
+
+@dataclass
+class FindingsBuilder:
+    """Collects finding rows for one check and turns them into a table."""
+
+    check: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(
+        self,
+        record_id: str,
+        *,
+        score: float,
+        severity: Severity,
+        message: str,
+        related_id: str | None = None,
+        group_id: str | None = None,
+        evidence: dict[str, Any] | None = None,
+    ) -> None:
+        """Add one finding; ``score`` is clipped to [0, 1]."""
+        self.rows.append(
+            {
+                "check": self.check,
+                "record_id": record_id,
+                "related_id": related_id,
+                "group_id": group_id,
+                "score": float(min(1.0, max(0.0, score))),
+                "severity": severity,
+                "message": message,
+                "evidence": json.dumps(evidence, sort_keys=True, default=str) if evidence else None,
+            }
+        )
+
+    def table(self) -> pa.Table:
+        """Return the collected rows as a table with ``FINDINGS_SCHEMA``."""
+        return findings_table(self.rows)
+
+
+def findings_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
+    """Build a findings table from row dicts (missing columns become null)."""
+    return pa.Table.from_pylist(list(rows), schema=FINDINGS_SCHEMA)
+
+
+def empty_findings() -> pa.Table:
+    """A findings table with no rows."""
+    return FINDINGS_SCHEMA.empty_table()
+
+
+def concat_findings(tables: Iterable[pa.Table]) -> pa.Table:
+    """Concatenate findings tables of several checks."""
+    parts = [t for t in tables if t.num_rows]
+    return pa.concat_tables(parts) if parts else empty_findings()
+
+
+@dataclass
+class Context:
+    """Everything a check may read: the dataset, computed signals, references and settings.
+
+    ``signals`` maps a signal name to an array aligned with the dataset's rows (see
+    ``curata.signals``). ``references`` holds each ``--reference`` dataset with its own signals.
+    ``cache`` lets checks share cross-record work (e.g. duplicate clusters) within one run.
+    """
+
+    dataset: Dataset
+    signals: dict[str, Any]
+    references: list[tuple[Dataset, dict[str, Any]]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def record_ids(self) -> list[str]:
+        """Record ids as Python strings, aligned with rows."""
+        if "record_ids" not in self.cache:
+            self.cache["record_ids"] = self.dataset.record_ids.to_pylist()
+        ids: list[str] = self.cache["record_ids"]
+        return ids
+
+    def shared(self, key: str, compute: Callable[[], Any]) -> Any:
+        """Return ``cache[key]``, computing it once per run."""
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]
+
+
+class Check:
+    """A check: ``name`` (used in findings), the ``needs`` it has, and ``run(context)``.
+
+    Subclasses are pure: no I/O, no printing. ``applies`` says whether the dataset has what the
+    check needs; when it returns a reason string the check is skipped and the report says why.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def applies(self, context: Context) -> str | None:
+        """Return None when the check can run, else a one-line reason it is skipped."""
+        return None
+
+    def run(self, context: Context) -> pa.Table:  # pragma: no cover - abstract
+        """Return this check's findings."""
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Check]] = {}
+
+
+def register(cls: type[Check]) -> type[Check]:
+    """Class decorator adding a check to the registry under its ``name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registered_checks() -> dict[str, type[Check]]:
+    """All registered checks by name, in registration order."""
+    return dict(_REGISTRY)
+
+
+def clusters_from_pairs(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Connected components over ``pairs`` (m x 2 row indices); returns a label per row."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if len(pairs) == 0:
+        return np.arange(n, dtype=np.int64)
+    data = np.ones(len(pairs), dtype=np.int8)
+    graph = coo_matrix((data, (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return np.asarray(labels, dtype=np.int64)

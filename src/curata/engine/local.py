@@ -1,0 +1,65 @@
+"""The embedded engine: a local process pool with a bounded number of batches in flight."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, TypeVar
+
+from curata.errors import ConfigError
+from curata.progress import progress_bar
+
+R = TypeVar("R")
+
+
+def default_workers() -> int:
+    """All cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class LocalEngine:
+    """Streams batches through ``workers`` processes; at most ``2 * workers`` batches in flight.
+
+    With one worker the functions run in this process (no pickling, easiest to debug). Memory is
+    bounded by the batch size times the number in flight, not by the dataset size.
+    """
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None) -> None:
+        if workers is not None and workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {workers}")
+        self.workers = workers or default_workers()
+
+    def map_batches(
+        self,
+        fn: Callable[..., R],
+        batches: Iterable[Any],
+        *,
+        args: tuple[Any, ...] = (),
+        description: str = "",
+        total: int | None = None,
+    ) -> Iterator[R]:
+        """Yield ``fn(batch, *args)`` for each batch, in input order."""
+        with progress_bar(description, total) as advance:
+            if self.workers == 1:
+                for batch in batches:
+                    yield fn(batch, *args)
+                    advance(1)
+                return
+            max_in_flight = 2 * self.workers
+            pending: deque[Future[R]] = deque()
+            with ProcessPoolExecutor(max_workers=self.workers) as pool:
+                for batch in batches:
+                    pending.append(pool.submit(fn, batch, *args))
+                    if len(pending) >= max_in_flight:
+                        yield pending.popleft().result()
+                        advance(1)
+                while pending:
+                    yield pending.popleft().result()
+                    advance(1)

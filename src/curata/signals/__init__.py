@@ -1,0 +1,1 @@
+"""curata.signals."""
