@@ -1,1 +1,6 @@
-"""curata.checks."""
+"""Checks: each family in its own module, all registered in ``curata.checks.base``."""
+
+from curata.checks import contamination, duplicates, integrity
+from curata.checks.base import Check, Context, registered_checks
+
+__all__ = ["Check", "Context", "contamination", "duplicates", "integrity", "registered_checks"]

@@ -1,0 +1,262 @@
+"""The audit: read a dataset, compute signals, run checks, write findings and reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import traceback
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curata import __version__
+from curata.checks import registered_checks
+from curata.checks.base import SEVERITY_RANK, Context, concat_findings, empty_findings
+from curata.checks.contamination import ContaminationSettings
+from curata.dataset import Dataset
+from curata.engine import get_engine
+from curata.errors import CheckFailedError, ConfigError, InputError
+from curata.io import read_dataset
+from curata.report.examples import worst_examples
+from curata.report.json import dataset_statistics, score_histograms, write_json
+from curata.signals.cache import SignalCache
+from curata.signals.pipeline import Signals, SignalSettings, compute_signals
+
+FailOn = Literal["error", "warning", "info"]
+REPORT_FILES = ("findings.parquet", "report.json", "report.html")
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Everything that changes what an audit finds; recorded in report.json."""
+
+    signals: SignalSettings = field(default_factory=SignalSettings)
+    contamination: ContaminationSettings = field(default_factory=ContaminationSettings)
+    fail_on: FailOn | None = None
+    checks: tuple[str, ...] | None = None
+    skip: tuple[str, ...] = ()
+    strict: bool = False
+    examples_per_check: int = 12
+
+    def __post_init__(self) -> None:
+        known = registered_checks()
+        for name in (*(self.checks or ()), *self.skip):
+            if name not in known:
+                raise ConfigError(f"unknown check '{name}': choose from {', '.join(known)}")
+        if self.fail_on not in (None, "error", "warning", "info"):
+            raise ConfigError(f"--fail-on must be error or warning, got '{self.fail_on}'")
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """What an audit produced: the findings table, the report dict, and the exit code."""
+
+    findings: pa.Table
+    report: dict[str, Any]
+    out: Path
+    exit_code: int
+
+
+def _prepare_out(out: Path) -> None:
+    """Create OUT, refusing to write into a folder that holds anything but an earlier audit."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file: give a folder for the audit output")
+    if out.is_dir():
+        foreign = [p.name for p in out.iterdir() if p.name not in REPORT_FILES]
+        if foreign:
+            raise InputError(
+                f"--out {out} already holds other files ({', '.join(sorted(foreign)[:3])}): "
+                "choose an empty or new folder (curata never overwrites what it did not write)"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _reference_roles(data: Dataset, overrides: dict[str, str | None]) -> dict[str, str | None]:
+    """Use the data's named content columns for references too, when they have them."""
+    return {k: v for k, v in overrides.items() if k in ("text_column", "image_column")}
+
+
+def audit(
+    data: str | Path,
+    out: str | Path,
+    *,
+    references: Sequence[str | Path] = (),
+    id_column: str | None = None,
+    text_column: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    split_column: str | None = None,
+    settings: AuditSettings | None = None,
+    engine: str = "local",
+    workers: int | None = None,
+    workspace: str | Path | None = None,
+) -> AuditResult:
+    """Audit ``data`` and write ``findings.parquet``, ``report.json`` and ``report.html`` to ``out``."""
+    settings = settings or AuditSettings()
+    out = Path(out)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    roles = dict(id_column=id_column, text_column=text_column, image_column=image_column,
+                 label_column=label_column, split_column=split_column)
+    dataset = read_dataset(data, **roles)
+    refs: list[Dataset] = []
+    for ref_path in references:
+        try:
+            refs.append(read_dataset(ref_path, **_reference_roles(dataset, roles)))
+        except InputError:
+            refs.append(read_dataset(ref_path))
+    for ref in refs:
+        if ref.modality != dataset.modality:
+            raise InputError(
+                f"reference {ref.source} holds {ref.modality} but {dataset.source} holds {dataset.modality}: "
+                "name the content column with --text-column or --image-column"
+            )
+    timings["read_s"] = time.perf_counter() - t
+    _prepare_out(out)
+
+    t = time.perf_counter()
+    eng = get_engine(engine, workers)
+    cache = SignalCache(Path(workspace) if workspace else out.resolve().parent / ".curata")
+    signals = compute_signals(dataset, eng, settings.signals, cache, label="data")
+    ref_signals = [
+        compute_signals(ref, eng, settings.signals, cache, label=f"reference {i}")
+        for i, ref in enumerate(refs, start=1)
+    ]
+    timings["signals_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    context = Context(
+        dataset=dataset,
+        signals={"data": signals},
+        references=[(ref, {"data": s}) for ref, s in zip(refs, ref_signals, strict=True)],
+        settings={"signals": settings.signals, "contamination": settings.contamination},
+    )
+    findings, check_status = run_checks(context, settings)
+    timings["checks_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    report = build_report(dataset, refs, signals, ref_signals, findings, check_status, settings, context)
+    exit_code = exit_code_for(findings, settings.fail_on)
+    worst = _worst_severity(findings)
+    report["exit"] = {"fail_on": settings.fail_on, "worst_severity": worst, "code": exit_code}
+    pq.write_table(findings, out / "findings.parquet")
+    examples = worst_examples(findings, dataset, refs, settings.examples_per_check)
+    timings["report_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - started
+    report["timings"] = {k: round(v, 4) for k, v in timings.items()}
+    write_json(report, out / "report.json")
+    from curata.report.html import render_html
+
+    (out / "report.html").write_text(render_html(report, examples), encoding="utf-8")
+    return AuditResult(findings, report, out, exit_code)
+
+
+def run_checks(context: Context, settings: AuditSettings) -> tuple[pa.Table, dict[str, dict[str, Any]]]:
+    """Run every selected check; a crash becomes a failed status (re-raised with ``strict``)."""
+    tables: list[pa.Table] = []
+    status: dict[str, dict[str, Any]] = {}
+    for name, cls in registered_checks().items():
+        check = cls()
+        entry: dict[str, Any] = {"status": "ok", "count": 0, "by_severity": {}, "error": None,
+                                 "reason": None, "seconds": 0.0, "description": cls.description}
+        status[name] = entry
+        if (settings.checks is not None and name not in settings.checks) or name in settings.skip:
+            entry.update(status="skipped", reason="not selected")
+            continue
+        reason = check.applies(context)
+        if reason is not None:
+            entry.update(status="skipped", reason=reason)
+            continue
+        t = time.perf_counter()
+        try:
+            table = check.run(context)
+        except Exception as exc:
+            if settings.strict:
+                raise CheckFailedError(f"check '{name}' failed: {exc}") from exc
+            entry.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                         traceback=traceback.format_exc(limit=8))
+            table = empty_findings()
+        entry["seconds"] = round(time.perf_counter() - t, 4)
+        entry["count"] = table.num_rows
+        entry["by_severity"] = dict(Counter(table.column("severity").to_pylist()))
+        tables.append(table)
+    return concat_findings(tables), status
+
+
+def _worst_severity(findings: pa.Table) -> str | None:
+    if findings.num_rows == 0:
+        return None
+    return max(set(findings.column("severity").to_pylist()), key=lambda s: SEVERITY_RANK[s])
+
+
+def exit_code_for(findings: pa.Table, fail_on: str | None) -> int:
+    """1 when any finding is at or above ``fail_on``, else 0."""
+    worst = _worst_severity(findings)
+    if fail_on is None or worst is None:
+        return 0
+    return 1 if SEVERITY_RANK[worst] >= SEVERITY_RANK[fail_on] else 0
+
+
+def build_report(
+    dataset: Dataset,
+    refs: list[Dataset],
+    signals: Signals,
+    ref_signals: list[Signals],
+    findings: pa.Table,
+    check_status: dict[str, dict[str, Any]],
+    settings: AuditSettings,
+    context: Context,
+) -> dict[str, Any]:
+    """The content of report.json (without timings and exit, added by the caller)."""
+    stats = dataset_statistics(dataset)
+    clusters = context.cache.get("clusters")
+    if clusters is not None:
+        sizes = Counter(len(m) for m in clusters.members().values())
+        stats["duplicate_cluster_sizes"] = {str(k): v for k, v in sorted(sizes.items())}
+    stats["score_histograms"] = score_histograms(findings)
+    stats["findings"] = findings.num_rows
+    stats["records_with_findings"] = len(set(findings.column("record_id").to_pylist()))
+    if signals.modality == "text" and signals.table.num_rows:
+        n_chars = np.asarray(signals.column("n_chars").to_numpy(zero_copy_only=False))
+        stats["text_chars"] = {"mean": round(float(n_chars.mean()), 1), "max": int(n_chars.max())}
+    if signals.modality == "image" and signals.table.num_rows:
+        widths = [w for w in signals.column("width").to_pylist() if w is not None]
+        if widths:
+            stats["image_width"] = {"min": min(widths), "max": max(widths)}
+    return {
+        "curata_version": __version__,
+        "created_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "input": {
+            "path": dataset.source,
+            "kind": dataset.kind,
+            "format": dataset.description.get("format"),
+            "num_rows": dataset.num_rows,
+            "modality": dataset.modality,
+            "description": dataset.description,
+        },
+        "references": [{"path": r.source, "num_rows": r.num_rows} for r in refs],
+        "roles": dataset.roles.as_dict(),
+        "settings": _settings_dict(settings),
+        "signals": {
+            "modality": signals.modality,
+            "computed": signals.computed + sum(s.computed for s in ref_signals),
+            "cached": signals.cached + sum(s.cached for s in ref_signals),
+        },
+        "checks": check_status,
+        "statistics": stats,
+    }
+
+
+def _settings_dict(settings: AuditSettings) -> dict[str, Any]:
+    raw = asdict(settings)
+    raw["signals"]["minhash"]["fingerprint"] = settings.signals.minhash.fingerprint()
+    raw["signals"]["image"]["fingerprint"] = settings.signals.image.fingerprint()
+    return raw

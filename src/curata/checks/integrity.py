@@ -1,0 +1,120 @@
+"""Integrity checks: corrupt files, empty records, missing labels, duplicate ids."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pyarrow as pa
+
+from curata.checks.base import Check, Context, FindingsBuilder, register
+from curata.signals.pipeline import Signals
+
+
+def data_signals(context: Context) -> Signals:
+    """The signals of the audited dataset."""
+    signals: Signals = context.signals["data"]
+    return signals
+
+
+@register
+class CorruptCheck(Check):
+    """Images (or files) that cannot be read or decoded."""
+
+    name = "corrupt"
+    description = "Files that cannot be read or decoded (truncated, not an image, unreadable)."
+
+    def applies(self, context: Context) -> str | None:
+        """Only image content has a decoding step that can fail."""
+        return None if context.dataset.modality == "image" else "no image column"
+
+    def run(self, context: Context) -> pa.Table:
+        """Report each record whose image failed to decode (empty files are the `empty` check)."""
+        signals = data_signals(context)
+        errors = signals.column("error").to_pylist()
+        n_bytes = signals.column("n_bytes").to_pylist()
+        ids = context.record_ids
+        out = FindingsBuilder(self.name)
+        for row, (err, size) in enumerate(zip(errors, n_bytes, strict=True)):
+            if err is None or size == 0:
+                continue
+            out.add(ids[row], score=1.0, severity="error", message=f"cannot decode image: {err}",
+                    evidence={"error": err, "bytes": size})
+        return out.table()
+
+
+@register
+class EmptyCheck(Check):
+    """Empty or whitespace-only text, and zero-byte files."""
+
+    name = "empty"
+    description = "Empty or whitespace-only text and zero-byte files."
+
+    def applies(self, context: Context) -> str | None:
+        """Needs text or image content."""
+        return None if context.dataset.modality != "none" else "no text or image column"
+
+    def run(self, context: Context) -> pa.Table:
+        """Report records with no content."""
+        signals = data_signals(context)
+        ids = context.record_ids
+        out = FindingsBuilder(self.name)
+        if signals.modality == "text":
+            n_chars = np.asarray(signals.column("n_chars").to_numpy(zero_copy_only=False))
+            is_null = signals.column("is_null").to_pylist()
+            for row in np.flatnonzero(n_chars == 0):
+                what = "text is missing" if is_null[row] else "text is empty or whitespace only"
+                out.add(ids[row], score=1.0, severity="warning", message=what)
+        else:
+            for row, size in enumerate(signals.column("n_bytes").to_pylist()):
+                if size == 0:
+                    out.add(ids[row], score=1.0, severity="warning", message="image file is empty (0 bytes)")
+        return out.table()
+
+
+@register
+class MissingLabelCheck(Check):
+    """Records without a label when the dataset has a label column."""
+
+    name = "missing_label"
+    description = "Records whose label is missing or blank."
+
+    def applies(self, context: Context) -> str | None:
+        """Needs a label role."""
+        return None if context.dataset.roles.label else "no label column"
+
+    def run(self, context: Context) -> pa.Table:
+        """Report null or blank labels."""
+        ids = context.record_ids
+        out = FindingsBuilder(self.name)
+        for row, label in enumerate(context.dataset.labels()):
+            if label is None or label.strip() == "":
+                out.add(ids[row], score=1.0, severity="warning", message="label is missing")
+        return out.table()
+
+
+@register
+class DuplicateIdCheck(Check):
+    """Ids that appear on more than one record."""
+
+    name = "duplicate_id"
+    description = "The same id on more than one record."
+
+    def applies(self, context: Context) -> str | None:
+        """Needs an id role."""
+        return None if context.dataset.roles.id else "no id column"
+
+    def run(self, context: Context) -> pa.Table:
+        """Report every occurrence of an id after its first."""
+        rows_by_id: dict[str, list[int]] = defaultdict(list)
+        for row, rid in enumerate(context.record_ids):
+            rows_by_id[rid].append(row)
+        out = FindingsBuilder(self.name)
+        for rid, rows in rows_by_id.items():
+            if len(rows) < 2:
+                continue
+            for row in rows[1:]:
+                out.add(rid, score=1.0, severity="error",
+                        message=f"id '{rid}' is used by {len(rows)} records (rows {', '.join(map(str, rows[:5]))})",
+                        evidence={"row": row, "rows": rows[:20]})
+        return out.table()

@@ -1,0 +1,148 @@
+"""The command line: parses options, calls the public API, prints a short summary."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from curata import __version__
+from curata.errors import CurataError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="curata: audit, curate and document the datasets models are trained on.",
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def audit(
+    data: Annotated[Path, typer.Argument(help="Parquet/CSV/JSONL file or folder, image folder, or HF folder.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for findings and reports.")],
+    reference: Annotated[list[Path] | None, typer.Option(
+        "--reference", "-r", help="Reference dataset(s) to check contamination against.")] = None,
+    id_column: Annotated[str | None, typer.Option(help="Column holding record ids.")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Column holding text.")] = None,
+    image_column: Annotated[str | None, typer.Option(help="Column holding image paths or bytes.")] = None,
+    label_column: Annotated[str | None, typer.Option(help="Column holding labels.")] = None,
+    split_column: Annotated[str | None, typer.Option(help="Column holding split names.")] = None,
+    fail_on: Annotated[str | None, typer.Option(
+        help="Exit 1 when a finding is at or above this severity (error|warning).")] = None,
+    engine: Annotated[str, typer.Option(help="Execution engine (local).")] = "local",
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
+    workspace: Annotated[Path | None, typer.Option(
+        help="Signal cache folder (default: .curata beside OUT).")] = None,
+    checks: Annotated[str | None, typer.Option(help="Comma-separated checks to run (default: all).")] = None,
+    skip: Annotated[str | None, typer.Option(help="Comma-separated checks to skip.")] = None,
+    min_jaccard: Annotated[float, typer.Option(help="Text near-duplicate Jaccard threshold.")] = 0.8,
+    ngram: Annotated[int, typer.Option(help="Word n-gram size for n-gram contamination.")] = 13,
+    min_ngram_overlap: Annotated[float, typer.Option(
+        help="Share of a record's n-grams found in a reference to count (0 = any, the GPT-3 rule).")] = 0.0,
+    strict: Annotated[bool, typer.Option(help="Re-raise a check that crashes instead of reporting it.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary table.")] = False,
+) -> None:
+    """Audit DATA and write findings.parquet, report.json and report.html to OUT."""
+    from dataclasses import replace
+
+    from curata.audit import AuditSettings
+    from curata.audit import audit as run_audit
+    from curata.checks.contamination import ContaminationSettings
+    from curata.progress import set_progress
+    from curata.signals.pipeline import SignalSettings
+    from curata.signals.text import MinHashSettings
+
+    set_progress(not quiet)
+    if fail_on not in (None, "error", "warning"):
+        _fail(f"--fail-on must be 'error' or 'warning', got '{fail_on}'")
+    try:
+        base = SignalSettings()
+        settings = AuditSettings(
+            signals=replace(base, minhash=replace(MinHashSettings(), min_jaccard=min_jaccard)),
+            contamination=ContaminationSettings(ngram=ngram, min_ngram_overlap=min_ngram_overlap),
+            fail_on=fail_on,  # type: ignore[arg-type]
+            checks=tuple(c.strip() for c in checks.split(",") if c.strip()) if checks else None,
+            skip=tuple(c.strip() for c in skip.split(",") if c.strip()) if skip else (),
+            strict=strict,
+        )
+        with err.status("auditing…", spinner="dots") if not quiet and err.is_terminal else _null():
+            result = run_audit(
+                data, out_dir, references=reference or (), id_column=id_column, text_column=text_column,
+                image_column=image_column, label_column=label_column, split_column=split_column,
+                settings=settings, engine=engine, workers=workers, workspace=workspace,
+            )
+    except CurataError as exc:
+        _fail(str(exc))
+    if not quiet:
+        print_summary(result.report, result.out)
+    raise typer.Exit(result.exit_code)
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+def print_summary(report: dict[str, object], out_dir: Path) -> None:
+    """Print the per-check counts table and the report path."""
+    table = Table(title=f"curata audit: {report['input']['num_rows']:,} records")  # type: ignore[index]
+    table.add_column("check")
+    table.add_column("status")
+    table.add_column("findings", justify="right")
+    for name, entry in report["checks"].items():  # type: ignore[attr-defined]
+        status = entry["status"]
+        shown = {"ok": "[green]ok[/]", "failed": "[red]failed[/]", "skipped": "[dim]skipped[/]"}[status]
+        count = str(entry["count"]) if status == "ok" else (entry.get("reason") or entry.get("error") or "")
+        table.add_row(name, shown, count)
+    out.print(table)
+    out.print(f"report: {(out_dir / 'report.html').resolve()}")
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where the demo data and report go.")] = Path(
+        "demo-out"),
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+) -> None:
+    """Build a demo dataset from real data with planted problems, audit it, compare."""
+    from curata.demo import run_demo
+
+    try:
+        code = run_demo(out_dir, workers=workers, console=out)
+    except CurataError as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
+
+
+@app.command()
+def version() -> None:
+    """Print the curata version."""
+    out.print(__version__)
+
+
+def main() -> None:
+    """Entry point of the ``curata`` command."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""Compute per-record signals for a dataset through an engine, reusing the workspace cache."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import xxhash
+
+from curata.dataset import Dataset
+from curata.engine.base import Engine
+from curata.errors import InputError
+from curata.signals.cache import SignalCache
+from curata.signals.image import ImageHashSettings, image_signals
+from curata.signals.text import MinHashSettings, band_keys, minhash_signatures, normalize_text
+
+_NULL_CONTENT = b"\x00curata:null"
+
+
+@dataclass(frozen=True)
+class SignalSettings:
+    """Settings of every per-record signal; their fingerprints key the cache."""
+
+    minhash: MinHashSettings = field(default_factory=MinHashSettings)
+    image: ImageHashSettings = field(default_factory=ImageHashSettings)
+    batch_size: int = 20_000
+    image_batch_size: int = 256
+
+    def fingerprint(self, modality: str) -> str:
+        """The cache key part naming the algorithm, version and settings for ``modality``."""
+        if modality == "text":
+            return f"text-signals-v1|{self.minhash.fingerprint()}"
+        return f"image-signals-v1|{self.image.fingerprint()}"
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Per-record signals aligned with the dataset rows, with cache statistics."""
+
+    table: pa.Table
+    modality: str
+    computed: int
+    cached: int
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        """Return one signal column."""
+        return self.table.column(name)
+
+
+def content_hash(data: bytes | None) -> str:
+    """Hex digest identifying raw content (text as UTF-8, files as bytes)."""
+    return xxhash.xxh3_128_hexdigest(_NULL_CONTENT if data is None else data)
+
+
+def text_batch_signals(texts: Sequence[str | None], settings: MinHashSettings) -> pa.RecordBatch:
+    """Normalise texts and compute exact-duplicate keys, emptiness and MinHash band keys."""
+    norm = [normalize_text(t) if t is not None else "" for t in texts]
+    keys = band_keys(minhash_signatures(norm, settings), settings)
+    flat = pa.array(keys.reshape(-1), type=pa.uint64())
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array([xxhash.xxh3_128_hexdigest(s.encode()) for s in norm], pa.string()),
+            pa.array([t is None for t in texts], pa.bool_()),
+            pa.array([len(s) for s in norm], pa.int32()),
+            pa.FixedSizeListArray.from_arrays(flat, keys.shape[1]),
+        ],
+        names=["norm_hash", "is_null", "n_chars", "band_keys"],
+    )
+
+
+def image_batch_signals(items: Sequence[bytes | None], settings: ImageHashSettings) -> pa.RecordBatch:
+    """Decode images and compute pixel hashes, perceptual codes and sizes (errors as values)."""
+    batch = image_signals(items, settings)
+    n_bytes = pa.array([None if b is None else len(b) for b in items], pa.int64())
+    return batch.append_column("n_bytes", n_bytes)
+
+
+def _text_items(dataset: Dataset, batch_size: int) -> Iterator[list[Any]]:
+    col = dataset.column("text")
+    assert col is not None
+    for chunk in col.chunks:
+        for start in range(0, len(chunk), batch_size):
+            yield [None if v is None else str(v) for v in chunk.slice(start, batch_size).to_pylist()]
+
+
+def _read_file(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _image_value(value: Any, root: Path) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, dict):  # Hugging Face Image feature: {"bytes": ..., "path": ...}
+        if value.get("bytes") is not None:
+            return bytes(value["bytes"])
+        return _image_value(value.get("path"), root)
+    path = Path(str(value))
+    return _read_file(path if path.is_absolute() else root / path)
+
+
+def _image_items(dataset: Dataset, batch_size: int) -> Iterator[list[Any]]:
+    col = dataset.column("image")
+    assert col is not None
+    for chunk in col.chunks:
+        for start in range(0, len(chunk), batch_size):
+            yield [_image_value(v, dataset.root) for v in chunk.slice(start, batch_size).to_pylist()]
+
+
+def compute_signals(
+    dataset: Dataset,
+    engine: Engine,
+    settings: SignalSettings,
+    cache: SignalCache | None = None,
+    label: str = "data",
+) -> Signals:
+    """Compute signals for every record of ``dataset``, computing only what the cache lacks."""
+    modality = dataset.modality
+    if modality == "none":
+        return Signals(pa.table({"content_hash": pa.array([], pa.string())}), modality, 0, 0)
+    fingerprint = settings.fingerprint(modality)
+    cached = cache.load(fingerprint) if cache is not None else None
+    cached_hashes = cached.column("content_hash") if cached is not None else None
+    if modality == "text":
+        items: Iterator[list[Any]] = _text_items(dataset, settings.batch_size)
+        fn: Any = text_batch_signals
+        args: tuple[Any, ...] = (settings.minhash,)
+        encode = _encode_text
+        total_batches = -(-dataset.num_rows // settings.batch_size)
+    else:
+        items = _image_items(dataset, settings.image_batch_size)
+        fn = image_batch_signals
+        args = (settings.image,)
+        encode = _identity
+        total_batches = -(-dataset.num_rows // settings.image_batch_size)
+
+    hit_rows: list[np.ndarray] = []
+    hit_index: list[np.ndarray] = []
+    miss_rows: deque[np.ndarray] = deque()
+    miss_hashes: deque[list[str]] = deque()
+
+    def misses() -> Iterator[list[Any]]:
+        offset = 0
+        for batch in items:
+            batch_hashes = [content_hash(encode(v)) for v in batch]
+            rows = np.arange(offset, offset + len(batch), dtype=np.int64)
+            offset += len(batch)
+            if cached_hashes is not None:
+                import pyarrow.compute as pc
+
+                idx = pc.index_in(pa.array(batch_hashes, pa.string()), value_set=cached_hashes)
+                found = np.asarray(idx.is_valid())
+                hit_rows.append(rows[found])
+                hit_index.append(np.asarray(idx.drop_null(), dtype=np.int64))
+            else:
+                found = np.zeros(len(batch), dtype=bool)
+            keep = np.flatnonzero(~found)
+            if len(keep) == 0:
+                continue
+            miss_rows.append(rows[keep])
+            miss_hashes.append([batch_hashes[i] for i in keep])
+            yield [batch[i] for i in keep]
+
+    computed_parts: list[pa.Table] = []
+    for result in engine.map_batches(
+        fn, misses(), args=args, description=f"signals ({label})", total=total_batches
+    ):
+        rows = miss_rows.popleft()
+        part = pa.Table.from_batches([result]).append_column(
+            "content_hash", pa.array(miss_hashes.popleft(), pa.string())
+        )
+        computed_parts.append(part.append_column("row", pa.array(rows, pa.int64())))
+    computed = pa.concat_tables(computed_parts) if computed_parts else None
+    n_computed = 0 if computed is None else computed.num_rows
+    if cache is not None and computed is not None and n_computed:
+        cache.store(fingerprint, computed.drop_columns(["row"]))
+    pieces: list[pa.Table] = []
+    if computed is not None and n_computed:
+        pieces.append(computed)
+    n_cached = 0
+    if cached is not None and hit_rows:
+        rows_all = np.concatenate(hit_rows)
+        n_cached = len(rows_all)
+        if n_cached:
+            taken = cached.take(pa.array(np.concatenate(hit_index)))
+            pieces.append(taken.append_column("row", pa.array(rows_all, pa.int64())))
+    if not pieces:
+        raise InputError(f"{dataset.source}: no records to audit")
+    columns = pieces[0].column_names
+    table = pa.concat_tables([p.select(columns) for p in pieces]).sort_by("row")
+    return Signals(table.drop_columns(["row"]), modality, n_computed, n_cached)
+
+
+def _encode_text(value: Any) -> bytes | None:
+    return None if value is None else str(value).encode("utf-8", "surrogatepass")
+
+
+def _identity(value: Any) -> bytes | None:
+    return value if value is None or isinstance(value, bytes) else bytes(value)

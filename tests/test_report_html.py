@@ -1,0 +1,429 @@
+"""Tests for the self-contained HTML report (``curata.report.html``)."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import importlib.util
+import re
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from curata.report.html import TEXT_LIMIT, highlight_shared, render_html, safe_image_uri, truncate
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+EXTERNAL_ATTR = re.compile(r"""\b(?:src|href|xlink:href|action|poster|srcset)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
+
+
+def png_data_uri(width: int, height: int, rgb: tuple[int, int, int], stripe: bool = False) -> str:
+    """Build a tiny RGB PNG as a ``data:`` URI without any imaging library."""
+    rows = []
+    for y in range(height):
+        row = bytearray([0])
+        for x in range(width):
+            on = stripe and (x // 4 + y // 4) % 2 == 0
+            row += bytes((255 - c for c in rgb) if on else rgb)
+        rows.append(bytes(row))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+        + chunk(b"IEND", b"")
+    )
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def record(
+    record_id: str,
+    *,
+    label: str | None = None,
+    split: str | None = None,
+    text: str | None = None,
+    image: str | None = None,
+    dataset: str = "data",
+) -> dict[str, Any]:
+    """One record as the examples carry it."""
+    return {
+        "record_id": record_id,
+        "label": label,
+        "split": split,
+        "text": text,
+        "image": image,
+        "dataset": dataset,
+    }
+
+
+def finding(
+    rec: dict[str, Any],
+    related: dict[str, Any] | None = None,
+    *,
+    score: float = 0.9,
+    severity: str = "warning",
+    message: str = "finding",
+    group_id: str | None = None,
+) -> dict[str, Any]:
+    """One example finding with its record details."""
+    return {
+        "record_id": rec["record_id"],
+        "related_id": related["record_id"] if related else None,
+        "group_id": group_id,
+        "score": score,
+        "severity": severity,
+        "message": message,
+        "record": rec,
+        "related": related,
+    }
+
+
+def check_entry(
+    count: int,
+    status: str = "ok",
+    *,
+    error: int = 0,
+    warning: int = 0,
+    info: int = 0,
+    err: str | None = None,
+    reason: str | None = None,
+    description: str = "",
+) -> dict[str, Any]:
+    """One entry of ``report["checks"]``."""
+    return {
+        "status": status,
+        "count": count,
+        "by_severity": {"info": info, "warning": warning, "error": error},
+        "error": err,
+        "reason": reason,
+        "seconds": 0.123,
+        "description": description,
+    }
+
+
+SHARED = "The quick brown fox jumps over the lazy dog near the river bank"
+
+
+def sample_report() -> dict[str, Any]:
+    """A full report.json with every section filled in."""
+    labels = {f"class_{i:02d}": 400 - 9 * i for i in range(36)}
+    labels["cat"] = 900
+    splits = {"train": 8000, "val": 1000, "test": 1000}
+    by_split: dict[str, dict[str, int]] = {s: {} for s in splits}
+    for name, n in labels.items():
+        by_split["train"][name] = int(n * 0.8)
+        by_split["val"][name] = int(n * 0.1)
+        by_split["test"][name] = n - int(n * 0.8) - int(n * 0.1)
+    return {
+        "curata_version": "0.1.0",
+        "created_at": "2026-11-25T22:00:00Z",
+        "input": {
+            "path": "/data/pets/train.parquet",
+            "kind": "tabular",
+            "format": "parquet",
+            "num_rows": 10000,
+            "modality": "text",
+        },
+        "references": [{"path": "/data/pets/holdout.parquet", "num_rows": 2500}],
+        "roles": {"id": "id", "text": "caption", "image": "img", "label": "label", "split": "split"},
+        "settings": {"near_duplicates": {"threshold": 0.9, "method": "minhash"}, "fail_on": "error"},
+        "checks": {
+            "exact_duplicates": check_entry(
+                12, error=12, description="Records whose content is byte-for-byte identical."
+            ),
+            "near_duplicates": check_entry(
+                30, warning=25, info=5, description="Records whose content is almost the same."
+            ),
+            "split_leakage": check_entry(4, error=4, description="The same content in train and test."),
+            "corrupt_images": check_entry(2, error=2, description="Images that cannot be decoded."),
+            "empty_text": check_entry(3, warning=3, description="Texts that are empty or whitespace."),
+            "missing_label": check_entry(5, info=5, description="Records without a label."),
+            "outliers": check_entry(
+                0,
+                "failed",
+                err="ValueError: embedding matrix has NaN values",
+                description="Records far from all others.",
+            ),
+            "label_noise": check_entry(
+                0, "skipped", reason="needs at least 2 labels with 20 records", description="Likely mislabels."
+            ),
+        },
+        "statistics": {
+            "num_rows": 10000,
+            "splits": splits,
+            "labels": labels,
+            "label_by_split": by_split,
+            "duplicate_cluster_sizes": {"2": 40, "3": 9, "4": 3, "7": 1},
+            "score_histograms": {
+                "exact_duplicates": [0, 0, 0, 0, 0, 0, 0, 0, 0, 12],
+                "near_duplicates": [0, 0, 0, 0, 0, 0, 0, 3, 12, 15],
+                "split_leakage": [0, 0, 0, 0, 0, 0, 0, 0, 1, 3],
+            },
+        },
+        "timings": {"read_s": 0.8, "signals_s": 3.1, "checks_s": 1.4, "total_s": 5.3},
+        "exit": {"fail_on": "error", "worst_severity": "error", "code": 1},
+    }
+
+
+def sample_examples() -> dict[str, list[dict[str, Any]]]:
+    """Examples of every layout: text pair, image pair, reference pair and single records."""
+    red = png_data_uri(48, 32, (220, 60, 60), stripe=True)
+    red2 = png_data_uri(48, 32, (200, 70, 70), stripe=True)
+    blue = png_data_uri(24, 24, (40, 90, 200))
+    return {
+        "exact_duplicates": [
+            finding(
+                record("r-1", label="cat", split="train", text=SHARED + " today."),
+                record("r-2", label="dog", split="train", text="Yesterday " + SHARED + "."),
+                score=1.0,
+                severity="error",
+                message="identical text with a different label",
+                group_id="g-1",
+            ),
+            finding(
+                record("r-3", label="cat", split="train", text="<script>alert('pwned')</script> hello there"),
+                record("r-4", label="cat", split="val", text="<b>bold</b> hello there"),
+                score=0.97,
+                severity="error",
+                message="dup <img src=x onerror=alert(1)>",
+            ),
+        ],
+        "near_duplicates": [
+            finding(
+                record("img-10", label="cat", split="train", image=red),
+                record("img-11", label="cat", split="train", image=red2),
+                score=0.96,
+                message="near-identical images (hamming 2)",
+                group_id="g-7",
+            ),
+            finding(
+                record("t-1", label="cat", text="x" * 5000 + " tail"),
+                record("t-2", label="cat", text="x" * 4000),
+                score=0.91,
+                severity="info",
+                message="long texts",
+            ),
+        ],
+        "split_leakage": [
+            finding(
+                record("img-20", label="dog", split="test", image=blue),
+                record("ref-3", label="dog", split="train", image=blue, dataset="reference 1"),
+                score=1.0,
+                severity="error",
+                message="test image also in the reference set",
+            )
+        ],
+        "corrupt_images": [
+            finding(record("img-99", label="cat", split="train"), severity="error", message="cannot decode"),
+            finding(
+                record("img-98", image="https://example.com/x.png"),
+                severity="error",
+                message="remote image is never embedded",
+            ),
+        ],
+        "empty_text": [
+            finding(record("e-1", label="cat", split="val", text="   "), message="whitespace only"),
+            finding(record("e-2", text=""), message="empty"),
+        ],
+        "missing_label": [
+            finding(record("m-1", split="train", text="no label here", image=blue), severity="info", message="no label")
+        ],
+    }
+
+
+def zero_report() -> dict[str, Any]:
+    """A report where every check ran clean and there are no labels or splits."""
+    rep = sample_report()
+    rep["checks"] = {
+        name: check_entry(0, description=entry["description"]) for name, entry in rep["checks"].items()
+    }
+    rep["statistics"] = {"num_rows": 10, "splits": {}, "labels": {}, "label_by_split": {}}
+    rep["statistics"]["duplicate_cluster_sizes"] = {}
+    rep["statistics"]["score_histograms"] = {}
+    rep["exit"] = {"fail_on": None, "worst_severity": None, "code": 0}
+    rep["references"] = []
+    rep["roles"] = {"id": None, "text": "text", "image": None, "label": None, "split": None}
+    return rep
+
+
+def _no_external(html: str) -> None:
+    """Assert that no attribute and no CSS ``url()`` points outside the file."""
+    assert not EXTERNAL_ATTR.search(html), EXTERNAL_ATTR.search(html)
+    for url in re.findall(r"url\(\s*['\"]?([^'\")]+)", html):
+        assert url.startswith("data:"), url
+    assert "@import" not in html
+    assert "<link" not in html.lower()
+
+
+# --------------------------------------------------------------------------- unit tests
+
+
+def test_renders_full_report() -> None:
+    html = render_html(sample_report(), sample_examples())
+    assert html.startswith("<!DOCTYPE html>")
+    assert "train.parquet" in html
+    for name in sample_report()["checks"]:
+        assert f'data-check="{name}"' in html
+    assert html.count("<svg") >= 4 + 3  # 4 dataset charts + 3 score histograms
+    assert "data:image/png;base64," in html
+    assert "ValueError: embedding matrix has NaN values" in html
+    assert "needs at least 2 labels with 20 records" in html
+    assert 'class="badge failed"' in html and 'class="badge skipped"' in html
+    assert "reference 1" in html
+    assert "other (7)" in html  # 37 labels, top 30 shown
+    assert len(html) < 300_000
+
+
+def test_shared_text_is_marked() -> None:
+    html = render_html(sample_report(), sample_examples())
+    assert "<mark>The quick brown fox jumps over the lazy dog near the river bank</mark>" in html
+    a, b = highlight_shared("alpha beta gamma delta", "zeta beta gamma eta")
+    assert str(a) == "alpha <mark>beta gamma</mark> delta"
+    assert str(b) == "zeta <mark>beta gamma</mark> eta"
+
+
+def test_highlight_escapes_and_ignores_punctuation_only_matches() -> None:
+    a, b = highlight_shared("<x> & one", "<y> & two")
+    assert "<x>" not in str(a) and "&lt;x&gt;" in str(a)
+    assert "<mark>" not in str(a) and "<mark>" not in str(b)
+
+
+def test_user_html_is_escaped() -> None:
+    html = render_html(sample_report(), sample_examples())
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt;" in html
+    assert "<img src=x" not in html
+    assert "<b>bold</b>" not in html
+    assert html.count("<script>") == 1  # only the page's own script
+
+
+def test_escapes_report_fields() -> None:
+    rep = sample_report()
+    rep["input"]["path"] = "/data/<script>evil()</script>.csv"
+    rep["checks"]["outliers"]["error"] = "<img src=x onerror=alert(1)>"
+    rep["statistics"]["labels"]["<svg onload=alert(1)>"] = 5
+    html = render_html(rep, sample_examples())
+    assert "<script>evil" not in html
+    assert "<img src=x" not in html
+    assert "<svg onload" not in html
+
+
+def test_no_external_references() -> None:
+    html = render_html(sample_report(), sample_examples())
+    _no_external(html)
+    assert "example.com" not in html  # a non-data image URI is dropped, not embedded
+    assert safe_image_uri("https://example.com/x.png") is None
+    assert safe_image_uri("data:text/html;base64,PHNjcmlwdD4=") is None
+    assert safe_image_uri(png_data_uri(2, 2, (0, 0, 0))) is not None
+
+
+def test_long_text_is_truncated() -> None:
+    html = render_html(sample_report(), sample_examples())
+    assert "x" * 5000 not in html
+    assert "more characters" in html
+    kept, cut = truncate("word " * 1000)
+    assert len(kept) <= TEXT_LIMIT and cut == 5000 - len(kept)
+
+
+def test_zero_findings() -> None:
+    html = render_html(zero_report(), {})
+    assert "No findings." in html
+    assert "Passed" in html
+    assert "No split, label or duplicate statistics" in html
+    assert "<svg" not in html
+    assert "<details class=\"card check\"" not in html
+    _no_external(html)
+
+
+def test_failed_check_only() -> None:
+    rep = zero_report()
+    rep["checks"]["outliers"] = check_entry(0, "failed", err="RuntimeError: boom <b>")
+    rep["exit"]["code"] = 2
+    html = render_html(rep, {})
+    assert 'id="check-outliers"' in html
+    assert "RuntimeError: boom &lt;b&gt;" in html
+    assert "Failed" in html
+
+
+def test_minimal_report_does_not_crash() -> None:
+    html = render_html({"checks": {}}, {})
+    assert "No checks ran." in html
+    html = render_html({"checks": {"x": {"status": "ok", "count": 1}}}, {"x": [{"record_id": "a"}]})
+    assert "x" in html
+
+
+def test_examples_without_matching_check_are_ignored() -> None:
+    ex = copy.deepcopy(sample_examples())
+    ex["not_a_check"] = ex["exact_duplicates"]
+    html = render_html(sample_report(), ex)
+    assert "not_a_check" not in html
+
+
+# --------------------------------------------------------------------------- browser test
+
+
+@pytest.mark.browser
+def test_opens_offline_in_chromium(tmp_path: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is not installed")
+    if importlib.util.find_spec("playwright") is None:
+        pytest.skip("playwright is not installed")
+    from playwright.sync_api import sync_playwright
+
+    report, examples = sample_report(), sample_examples()
+    page_file = tmp_path / "report.html"
+    page_file.write_text(render_html(report, examples), encoding="utf-8")
+
+    errors: list[str] = []
+    external: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on(
+                "request",
+                lambda r: external.append(r.url) if not r.url.startswith(("file://", "data:")) else None,
+            )
+            page.goto(page_file.as_uri())
+            page.wait_for_load_state("load")
+
+            rows = page.locator("#checks-table tbody tr").count()
+            assert rows == len(report["checks"])
+            assert page.locator("svg.chart").count() >= 7
+            widths = page.eval_on_selector_all("img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
+            assert widths and all(w > 0 for w in widths), widths
+            assert page.locator(".text mark").count() >= 2
+
+            # the severity filter hides examples of other severities
+            page.click("button[data-filter=error]")
+            visible = page.eval_on_selector_all(".ex", "els => els.filter(e => !e.hidden).length")
+            total = page.locator(".ex").count()
+            assert 0 < visible < total
+            page.click("button[data-filter=all]")
+            page.click("button[data-toggle=close]")
+            assert page.eval_on_selector_all("details.check", "els => els.every(e => !e.open)")
+            page.click("button[data-toggle=open]")
+
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        finally:
+            browser.close()
+
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+    assert not errors, errors
+    assert not external, external
