@@ -77,7 +77,9 @@ def _read_parquet(path: Path) -> pa.Table:
     except (pa.ArrowException, OSError, ValueError) as exc:
         msg = brief(exc)
         if "magic bytes" in msg:
-            msg = "not a Parquet file, or truncated (footer missing)"
+            raise InputError(
+                f"{path}: not a Parquet file, or truncated (footer missing); re-export it"
+            ) from None
         raise InputError(
             f"{path}: cannot read Parquet ({msg}); the file may be corrupt or truncated, re-export it"
         ) from None

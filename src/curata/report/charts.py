@@ -93,8 +93,16 @@ def _svg(width: int, height: int, body: list[str], title: str) -> Markup:
     return Markup(head + f"<title>{escape(title)}</title>" + "".join(body) + "</svg>")
 
 
-def hbar_chart(rows: Sequence[tuple[str, int, bool]], title: str, total: int | None = None) -> Markup:
-    """Horizontal bars, one per ``(name, count, is_other)`` row, with count and share at the end."""
+def hbar_chart(
+    rows: Sequence[tuple[str, int, bool]],
+    title: str,
+    total: int | None = None,
+    colours: Mapping[str, str] | None = None,
+) -> Markup:
+    """Horizontal bars, one per ``(name, count, is_other)`` row, with count and share at the end.
+
+    ``colours`` may give a fill per row name (e.g. split colours); other rows use ``BAR_COLOUR``.
+    """
     if not rows:
         return Markup("")
     total = total if total is not None else sum(r[1] for r in rows)
@@ -106,7 +114,7 @@ def hbar_chart(rows: Sequence[tuple[str, int, bool]], title: str, total: int | N
         y = 4 + i * _ROW_H
         w = max(1.0, span * count / peak) if count else 0.0
         share = f"{100 * count / total:.1f}%" if total else ""
-        colour = OTHER_COLOUR if is_other else BAR_COLOUR
+        colour = OTHER_COLOUR if is_other else (colours or {}).get(name, BAR_COLOUR)
         tip = f"{name}: {fmt_int(count)}" + (f" ({share})" if share else "")
         body.append(
             f"<g><title>{escape(tip)}</title>"
@@ -120,11 +128,15 @@ def hbar_chart(rows: Sequence[tuple[str, int, bool]], title: str, total: int | N
 
 
 def stacked_hbar_chart(
-    rows: Sequence[tuple[str, Mapping[str, int]]], segments: Sequence[str], title: str
+    rows: Sequence[tuple[str, Mapping[str, int]]],
+    segments: Sequence[str],
+    title: str,
+    normalize: bool = False,
 ) -> Markup:
     """Horizontal stacked bars: one bar per row name, one coloured segment per ``segments`` key.
 
-    A legend with the segment colours sits above the bars.
+    A legend with the segment colours sits above the bars. With ``normalize`` every bar spans the
+    full width and its segments show shares of the row total (the total is printed at the end).
     """
     if not rows or not segments:
         return Markup("")
@@ -153,7 +165,7 @@ def stacked_hbar_chart(
             count = int(parts.get(seg, 0))
             if not count:
                 continue
-            w = span * count / peak
+            w = span * count / (total if normalize else peak)
             share = f"{100 * count / total:.1f}%" if total else ""
             body.append(
                 f'<rect x="{x:.1f}" y="{y}" width="{max(w, 0.5):.1f}" height="{_BAR_H}" '

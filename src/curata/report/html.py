@@ -194,7 +194,7 @@ def _side(record: Any, fallback_id: Any) -> dict[str, Any]:
         "text": None if text is None else str(text),
         "text_html": Markup(""),
         "text_cut": 0,
-        "text_blank": text is not None and not str(text).strip(),
+        "text_blank": None if text is None or str(text).strip() else ("empty text" if not text else "whitespace-only text"),
     }
 
 
@@ -251,7 +251,7 @@ def _cluster_bars(sizes: Mapping[str, int]) -> list[tuple[str, int]]:
 
 
 def _charts(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The dataset charts (splits, labels, labels by split, duplicate cluster sizes)."""
+    """The dataset charts: splits, duplicate cluster sizes, labels and labels by split."""
     out: list[dict[str, Any]] = []
     splits = _counts(stats.get("splits"))
     labels = _counts(stats.get("labels"))
@@ -261,7 +261,18 @@ def _charts(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
             {
                 "title": "Records per split",
                 "note": f"{len(splits)} split{'s' if len(splits) != 1 else ''}",
-                "svg": charts.hbar_chart(rows, "Records per split"),
+                "svg": charts.hbar_chart(rows, "Records per split", colours=charts.split_colours(list(splits))),
+            }
+        )
+    clusters = _counts(stats.get("duplicate_cluster_sizes"))
+    if clusters and any(clusters.values()):
+        out.append(
+            {
+                "title": "Duplicate cluster sizes",
+                "note": f"{sum(clusters.values()):,} clusters",
+                "svg": charts.column_chart(
+                    _cluster_bars(clusters), "Duplicate cluster sizes", x_title="records per cluster"
+                ),
             }
         )
     if labels:
@@ -274,7 +285,6 @@ def _charts(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "title": "Records per label",
                 "note": note,
                 "svg": charts.hbar_chart(rows, "Records per label", total=sum(labels.values())),
-                "wide": len(rows) > 12,
             }
         )
     by_split = stats.get("label_by_split")
@@ -294,24 +304,10 @@ def _charts(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
         out.append(
             {
                 "title": "Labels by split",
-                "note": "stacked by split",
-                "svg": charts.stacked_hbar_chart(rows_s, seg_names, "Labels by split"),
-                "wide": len(rows_s) > 12,
+                "note": "share of each label per split",
+                "svg": charts.stacked_hbar_chart(rows_s, seg_names, "Labels by split", normalize=True),
             }
         )
-    clusters = _counts(stats.get("duplicate_cluster_sizes"))
-    if clusters and any(clusters.values()):
-        out.append(
-            {
-                "title": "Duplicate cluster sizes",
-                "note": f"{sum(clusters.values()):,} clusters",
-                "svg": charts.column_chart(
-                    _cluster_bars(clusters), "Duplicate cluster sizes", x_title="records per cluster"
-                ),
-            }
-        )
-    for chart in out:
-        chart.setdefault("wide", False)
     return out
 
 

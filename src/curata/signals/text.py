@@ -47,6 +47,9 @@ _MASK64 = (1 << 64) - 1
 # longer words reuse constants cyclically (see _POS_TABLE_SIZE use below).
 _POS_TABLE_SIZE = 256
 _SIGNATURE_EMPTY = np.iinfo(np.uint32).max
+# Texts are processed in batches of about this many code points: each numpy pass then touches a few
+# MiB (stays in cache) and memory stays bounded on million-document inputs.
+_BATCH_CHARS = 1 << 18
 
 
 def _splitmix64_stream(seed: int, count: int) -> list[int]:
@@ -302,6 +305,17 @@ def _minhash_kernel(keys: U32, starts: I64, ends: I64, a: U64, b: U64, out: U32)
                 row[j] = min(row[j], v)
 
 
+def _batches(texts: Sequence[str]) -> list[tuple[int, int]]:
+    """Split ``texts`` into consecutive [lo, hi) ranges of about ``_BATCH_CHARS`` code points each."""
+    n = len(texts)
+    if n == 0:
+        return []
+    ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=n))
+    cuts = np.searchsorted(ends, np.arange(_BATCH_CHARS, int(ends[-1]), _BATCH_CHARS), side="right")
+    bounds = np.unique(np.concatenate(([0], cuts, [n])))
+    return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Public API
 
@@ -315,8 +329,22 @@ def shingle_hashes(texts: Sequence[str], settings: MinHashSettings) -> tuple[U64
     gets none.  Char shingles are windows of ``ngram`` code points (spaces included); word shingles are
     windows of ``ngram`` space-separated words.  Values do not depend on ``seed`` or the banding.
     """
-    values, starts, ends = _raw_shingles(texts, settings)
-    hashes, offsets = _sort_unique_segments(values, starts, ends)
+    parts: list[U64] = []
+    counts: list[I64] = []
+    for lo, hi in _batches(texts):
+        values, starts, ends = _raw_shingles(texts[lo:hi], settings)
+        hashes, offsets = _sort_unique_segments(values, starts, ends)
+        parts.append(hashes)
+        counts.append(np.diff(offsets))
+    return _join_parts(parts, counts)
+
+
+def _join_parts(parts: list[U64], counts: list[I64]) -> tuple[U64, I64]:
+    """Concatenate per-batch (hashes, per-doc counts) into one (hashes, offsets) pair."""
+    all_counts = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
+    offsets = np.zeros(all_counts.size + 1, dtype=np.int64)
+    np.cumsum(all_counts, out=offsets[1:])
+    hashes = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
     return hashes, offsets
 
 
@@ -336,11 +364,14 @@ def minhash_signatures(texts: Sequence[str], settings: MinHashSettings) -> U32:
     two rows estimates the Jaccard similarity of the two shingle sets.  Rows of empty texts are all
     ``2**32 - 1``.  Identical texts always get identical rows, in any batch and any process.
     """
-    values, starts, ends = _raw_shingles(texts, settings)
-    # The top 32 bits of a splitmix64 output are as uniform as any 32 bits of it; 2**32 distinct keys are
-    # plenty for sets of up to millions of shingles.  Duplicate shingles cannot change a minimum, so
-    # the per-document sort/unique of shingle_hashes is skipped here.
-    keys = (values >> np.uint64(32)).astype(np.uint32)
+    a, b = _permutations(settings)
+    out = np.full((len(texts), settings.num_perm), _SIGNATURE_EMPTY, dtype=np.uint32)
+    for lo, hi in _batches(texts):
+        values, starts, ends = _raw_shingles(texts[lo:hi], settings)
+        # The top 32 bits of a splitmix64 output are as uniform as any 32 bits of it; 2**32 distinct keys are
+        # plenty for sets of up to millions of shingles.  Duplicate shingles cannot change a minimum, so
+        # the per-document sort/unique of shingle_hashes is skipped here.
+        keys = (values >> np.uint64(32)).astype(np.uint32)
     a, b = _permutations(settings)
     out = np.full((len(texts), settings.num_perm), _SIGNATURE_EMPTY, dtype=np.uint32)
     _minhash_kernel(keys, starts, ends, a, b, out)
@@ -376,8 +407,13 @@ def word_ngram_hashes(texts: Sequence[str], n: int) -> tuple[U64, I64]:
     """
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= _POS_TABLE_SIZE:
         raise ConfigError(f"word n-gram length must be an integer in [1, {_POS_TABLE_SIZE}], got {n!r}")
-    cps, offsets = _code_points(texts)
-    words, word_offsets = _word_tokens(cps, offsets)
-    values, starts, ends = _window_hashes(words, word_offsets, int(n), short_whole=False)
-    hashes, offsets = _sort_unique_segments(values, starts, ends)
-    return hashes, offsets
+    parts: list[U64] = []
+    counts: list[I64] = []
+    for lo, hi in _batches(texts):
+        cps, offsets = _code_points(texts[lo:hi])
+        words, word_offsets = _word_tokens(cps, offsets)
+        values, starts, ends = _window_hashes(words, word_offsets, int(n), short_whole=False)
+        hashes, uoffsets = _sort_unique_segments(values, starts, ends)
+        parts.append(hashes)
+        counts.append(np.diff(uoffsets))
+    return _join_parts(parts, counts)
