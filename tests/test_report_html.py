@@ -24,7 +24,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-EXTERNAL_ATTR = re.compile(r"""\b(?:src|href|xlink:href|action|poster|srcset)\s*=\s*["']?\s*(?:https?:)?//""", re.I)
+EXTERNAL_ATTR = re.compile(
+    r"""\b(?:src|href|xlink:href|action|poster|srcset)\s*=\s*["']?\s*(?:https?:)?//""", re.I
+)
 
 
 def png_data_uri(width: int, height: int, rgb: tuple[int, int, int], stripe: bool = False) -> str:
@@ -159,7 +161,10 @@ def sample_report() -> dict[str, Any]:
                 description="Records far from all others.",
             ),
             "label_noise": check_entry(
-                0, "skipped", reason="needs at least 2 labels with 20 records", description="Likely mislabels."
+                0,
+                "skipped",
+                reason="needs at least 2 labels with 20 records",
+                description="Likely mislabels.",
             ),
         },
         "statistics": {
@@ -240,7 +245,11 @@ def sample_examples() -> dict[str, list[dict[str, Any]]]:
             finding(record("e-2", text=""), message="empty"),
         ],
         "missing_label": [
-            finding(record("m-1", split="train", text="no label here", image=blue), severity="info", message="no label")
+            finding(
+                record("m-1", split="train", text="no label here", image=blue),
+                severity="info",
+                message="no label",
+            )
         ],
     }
 
@@ -345,7 +354,7 @@ def test_zero_findings() -> None:
     assert "Passed" in html
     assert "No split, label or duplicate statistics" in html
     assert "<svg" not in html
-    assert "<details class=\"card check\"" not in html
+    assert '<details class="card check"' not in html
     _no_external(html)
 
 

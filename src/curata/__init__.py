@@ -3,3 +3,22 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from curata.audit import AuditResult, AuditSettings, audit  # noqa: E402
+from curata.dataset import Dataset, Roles  # noqa: E402
+from curata.errors import ConfigError, CurataError, InputError, MissingDependencyError  # noqa: E402
+from curata.io import read_dataset  # noqa: E402
+
+__all__ = [
+    "AuditResult",
+    "AuditSettings",
+    "ConfigError",
+    "CurataError",
+    "Dataset",
+    "InputError",
+    "MissingDependencyError",
+    "Roles",
+    "__version__",
+    "audit",
+    "read_dataset",
+]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -273,16 +274,20 @@ def _coerce_role(
 def _record_ids(table: pa.Table, id_column: str | None, fallback: str | None) -> tuple[pa.Array, int, int]:
     """Return record ids as a string array, how many ids were null or empty, and duplicate count."""
     n = table.num_rows
-    row_numbers = pc.cast(pa.array(range(n), pa.int64()), pa.string())
+
+    def row_numbers() -> pa.Array:
+        return pc.cast(pa.array(np.arange(n, dtype=np.int64)), pa.string())
+
     column = id_column or fallback
     if column is None:
-        return row_numbers, 0, 0
+        return row_numbers(), 0, 0
     ids = pc.cast(table.column(column).combine_chunks(), pa.string())
-    missing = pc.fill_null(pc.equal(ids, ""), True)
+    missing = pc.fill_null(pc.equal(pc.binary_length(ids), 0), True)
     null_ids = int(pc.sum(missing).as_py() or 0)
     if null_ids:
-        ids = pc.if_else(missing, row_numbers, ids)
-    duplicates = n - int(pc.count_distinct(ids).as_py())
+        ids = pc.if_else(missing, row_numbers(), ids)
+    # pc.unique is several times faster than pc.count_distinct on large string arrays.
+    duplicates = n - len(pc.unique(ids))
     return ids, null_ids, duplicates
 
 

@@ -149,7 +149,10 @@ def _read_jsonl(path: Path) -> pa.Table:
     block = 1 << 20
     while True:
         try:
-            return pajson.read_json(path, read_options=pajson.ReadOptions(block_size=block))
+            table = pajson.read_json(path, read_options=pajson.ReadOptions(block_size=block))
+            # pyarrow's JSON reader does not check UTF-8; invalid text would fail later, in a check.
+            table.validate(full=True)
+            return table
         except (pa.ArrowException, OSError, ValueError) as exc:
             if "straddl" in str(exc) and block < _MAX_JSON_BLOCK:
                 # A single line longer than the block: retry with bigger blocks.
@@ -170,7 +173,12 @@ def _read_jsonl_slowly(path: Path, arrow_message: str) -> pa.Table:
     records: list[dict[str, Any]] = []
     try:
         for number, raw in _lines(path):
-            text = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
+            except UnicodeDecodeError:
+                raise InputError(
+                    f"{path}: line {number}: not valid UTF-8 text; re-save the file as UTF-8"
+                ) from None
             if not text:
                 continue
             try:
@@ -188,8 +196,6 @@ def _read_jsonl_slowly(path: Path, arrow_message: str) -> pa.Table:
                     'each line must hold one object like {"text": "..."}'
                 )
             records.append(value)
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not valid UTF-8 text; re-save the file as UTF-8") from None
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read ({brief(exc)})") from None
     if not records:

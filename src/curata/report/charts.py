@@ -122,7 +122,7 @@ def hbar_chart(
             f"{escape(shorten(name))}</text>"
             f'<rect x="{_LABEL_W}" y="{y}" width="{w:.1f}" height="{_BAR_H}" rx="2" fill="{colour}"/>'
             f'<text class="val" x="{_LABEL_W + w + 5:.1f}" y="{y + _BAR_H - 2}">'
-            f"{fmt_int(count)}<tspan class=\"muted\"> {share}</tspan></text></g>"
+            f'{fmt_int(count)}<tspan class="muted"> {share}</tspan></text></g>'
         )
     return _svg(_WIDTH, height, body, title)
 
@@ -154,7 +154,7 @@ def stacked_hbar_chart(
             f'<text class="lbl" x="{x + 15:.1f}" y="15">{escape(shorten(seg, 16))}</text>'
         )
         x += 28 + 7 * min(len(seg), 16)
-    for i, ((name, parts), total) in enumerate(zip(rows, totals)):
+    for i, ((name, parts), total) in enumerate(zip(rows, totals, strict=True)):
         y = legend_h + 4 + i * _ROW_H
         body.append(
             f'<text class="lbl" x="{_LABEL_W - 6}" y="{y + _BAR_H - 2}" text-anchor="end">'
@@ -193,9 +193,7 @@ def column_chart(
     peak = max((c for _, c in bars), default=0) or 1
     slot = span_w / len(bars)
     gap = min(6.0, slot * 0.2)
-    body = [
-        f'<line class="axis" x1="{left}" y1="{top + span_h}" x2="{_WIDTH - right}" y2="{top + span_h}"/>'
-    ]
+    body = [f'<line class="axis" x1="{left}" y1="{top + span_h}" x2="{_WIDTH - right}" y2="{top + span_h}"/>']
     label_every = max(1, int(len(bars) / 20) + 1) if len(bars) > 20 else 1
     for i, (name, count) in enumerate(bars):
         h = span_h * count / peak

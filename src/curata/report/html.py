@@ -97,6 +97,11 @@ def _as_int(value: Any) -> int:
         return 0
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """Return ``value`` when it is a mapping, else an empty one (report sections may be missing)."""
+    return value if isinstance(value, Mapping) else {}
+
+
 def _counts(mapping: Any) -> dict[str, int]:
     """Turn a ``{name: count}`` mapping (maybe missing) into ``dict[str, int]``."""
     if not isinstance(mapping, Mapping):
@@ -154,7 +159,7 @@ def _marked(tokens: list[str], shared: list[bool]) -> Markup:
     """Join escaped tokens, wrapping each run of shared tokens in one ``<mark>``."""
     out: list[str] = []
     open_ = False
-    for token, on in zip(tokens, shared):
+    for token, on in zip(tokens, shared, strict=True):
         if on and not open_:
             out.append("<mark>")
             open_ = True
@@ -194,7 +199,9 @@ def _side(record: Any, fallback_id: Any) -> dict[str, Any]:
         "text": None if text is None else str(text),
         "text_html": Markup(""),
         "text_cut": 0,
-        "text_blank": None if text is None or str(text).strip() else ("empty text" if not text else "whitespace-only text"),
+        "text_blank": None
+        if text is None or str(text).strip()
+        else ("empty text" if not text else "whitespace-only text"),
     }
 
 
@@ -261,7 +268,9 @@ def _charts(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
             {
                 "title": "Records per split",
                 "note": f"{len(splits)} split{'s' if len(splits) != 1 else ''}",
-                "svg": charts.hbar_chart(rows, "Records per split", colours=charts.split_colours(list(splits))),
+                "svg": charts.hbar_chart(
+                    rows, "Records per split", colours=charts.split_colours(list(splits))
+                ),
             }
         )
     clusters = _counts(stats.get("duplicate_cluster_sizes"))
@@ -297,9 +306,7 @@ def _charts(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
         ]
         if len(labels) > TOP_LABELS:
             keep = set(top)
-            rest = {
-                s: sum(v for k, v in table.get(s, {}).items() if k not in keep) for s in seg_names
-            }
+            rest = {s: sum(v for k, v in table.get(s, {}).items() if k not in keep) for s in seg_names}
             rows_s.append((f"other ({len(labels) - TOP_LABELS})", rest))
         out.append(
             {
@@ -314,11 +321,13 @@ def _charts(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- page
 
 
-def _check_rows(report: Mapping[str, Any], examples: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def _check_rows(
+    report: Mapping[str, Any], examples: Mapping[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
     """One view model per check: status, counts, notes, histogram and examples."""
-    checks = report.get("checks") if isinstance(report.get("checks"), Mapping) else {}
-    stats = report.get("statistics") if isinstance(report.get("statistics"), Mapping) else {}
-    hists = stats.get("score_histograms") if isinstance(stats.get("score_histograms"), Mapping) else {}
+    checks = _mapping(report.get("checks"))
+    stats = _mapping(report.get("statistics"))
+    hists = _mapping(stats.get("score_histograms"))
     rows: list[dict[str, Any]] = []
     for name, info in checks.items():
         info = info if isinstance(info, Mapping) else {}
@@ -331,7 +340,9 @@ def _check_rows(report: Mapping[str, Any], examples: Mapping[str, list[dict[str,
         hist = Markup("")
         if count and isinstance(bins, list) and any(_as_int(b) for b in bins):
             hist = charts.histogram_chart(
-                [_as_int(b) for b in bins], f"{name} scores", _SEVERITY_COLOURS.get(worst or "info", "#1a73e8")
+                [_as_int(b) for b in bins],
+                f"{name} scores",
+                _SEVERITY_COLOURS.get(worst or "info", "#1a73e8"),
             )
         rows.append(
             {
@@ -355,16 +366,17 @@ def _check_rows(report: Mapping[str, Any], examples: Mapping[str, list[dict[str,
 
 def build_context(report: Mapping[str, Any], examples: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Turn ``report`` and ``examples`` into the plain values the template shows."""
-    inp = report.get("input") if isinstance(report.get("input"), Mapping) else {}
-    stats = report.get("statistics") if isinstance(report.get("statistics"), Mapping) else {}
-    exit_ = report.get("exit") if isinstance(report.get("exit"), Mapping) else {}
+    inp = _mapping(report.get("input"))
+    stats = _mapping(report.get("statistics"))
+    exit_ = _mapping(report.get("exit"))
     path = str(inp.get("path") or "dataset")
     name = os.path.basename(path.rstrip("/\\")) or path
     checks = _check_rows(report, examples)
     totals = {s: sum(c["by_severity"][s] for c in checks) for s in SEVERITIES}
-    roles = report.get("roles") if isinstance(report.get("roles"), Mapping) else {}
-    refs = report.get("references") if isinstance(report.get("references"), list) else []
-    timings = report.get("timings") if isinstance(report.get("timings"), Mapping) else {}
+    roles = _mapping(report.get("roles"))
+    refs = report.get("references")
+    refs = refs if isinstance(refs, list) else []
+    timings = _mapping(report.get("timings"))
     num_rows = inp.get("num_rows", stats.get("num_rows"))
     code = _as_int(exit_.get("code"))
     return {
@@ -378,7 +390,9 @@ def build_context(report: Mapping[str, Any], examples: Mapping[str, list[dict[st
             "num_rows": num_rows,
         },
         "references": [
-            {"path": str(r.get("path", "")), "num_rows": r.get("num_rows")} for r in refs if isinstance(r, Mapping)
+            {"path": str(r.get("path", "")), "num_rows": r.get("num_rows")}
+            for r in refs
+            if isinstance(r, Mapping)
         ],
         "roles": [(str(k), str(v)) for k, v in roles.items() if v is not None],
         "version": report.get("curata_version"),

@@ -49,7 +49,7 @@ _POS_TABLE_SIZE = 256
 _SIGNATURE_EMPTY = np.iinfo(np.uint32).max
 # Texts are processed in batches of about this many code points: each numpy pass then touches a few
 # MiB (stays in cache) and memory stays bounded on million-document inputs.
-_BATCH_CHARS = 1 << 18
+_BATCH_CHARS = 1 << 20
 
 
 def _splitmix64_stream(seed: int, count: int) -> list[int]:
@@ -360,21 +360,20 @@ def minhash_signatures(texts: Sequence[str], settings: MinHashSettings) -> U32:
     """Return MinHash signatures of normalised ``texts`` as a (n, num_perm) uint32 array.
 
     Permutation j maps the top 32 bits x of a shingle hash to ``(a_j * x + b_j) mod 2**64 >> 32``
-    (Dietzfelbinger's multiply-add-shift); the signature keeps the minimum per permutation.  The fraction of equal columns of
-    two rows estimates the Jaccard similarity of the two shingle sets.  Rows of empty texts are all
-    ``2**32 - 1``.  Identical texts always get identical rows, in any batch and any process.
+    (Dietzfelbinger's multiply-add-shift); the signature keeps the minimum per permutation.  The
+    fraction of equal columns of two rows estimates the Jaccard similarity of the two shingle sets.
+    Rows of empty texts are all ``2**32 - 1``.  Identical texts always get identical rows, in any batch
+    and any process.
     """
     a, b = _permutations(settings)
     out = np.full((len(texts), settings.num_perm), _SIGNATURE_EMPTY, dtype=np.uint32)
     for lo, hi in _batches(texts):
         values, starts, ends = _raw_shingles(texts[lo:hi], settings)
-        # The top 32 bits of a splitmix64 output are as uniform as any 32 bits of it; 2**32 distinct keys are
-        # plenty for sets of up to millions of shingles.  Duplicate shingles cannot change a minimum, so
-        # the per-document sort/unique of shingle_hashes is skipped here.
+        # The top 32 bits of a splitmix64 output are as uniform as any 32 bits of it, and 2**32 distinct
+        # keys are plenty for sets of millions of shingles.  Duplicate shingles cannot change a
+        # minimum, so the per-document sort/unique of shingle_hashes is skipped here.
         keys = (values >> np.uint64(32)).astype(np.uint32)
-    a, b = _permutations(settings)
-    out = np.full((len(texts), settings.num_perm), _SIGNATURE_EMPTY, dtype=np.uint32)
-    _minhash_kernel(keys, starts, ends, a, b, out)
+        _minhash_kernel(keys, starts, ends, a, b, out[lo:hi])
     return out
 
 
