@@ -188,6 +188,7 @@ def test_image_folder_without_splits(tmp_path: Path) -> None:
     assert ds.table.column("split").to_pylist() == [None] * 4
     assert ds.description["skipped_files"] == 1
     assert ds.description["format"] == "images"
+    assert ds.description["detected_roles"]["image"] == "path"
 
 
 def test_image_folder_with_splits(tmp_path: Path) -> None:
@@ -426,6 +427,18 @@ def test_malformed_csv_names_line(tmp_path: Path) -> None:
     assert "bad.csv: line 4: expected 2 fields, found 3" in message
 
 
+def test_malformed_csv_line_counts_multiline_values(tmp_path: Path) -> None:
+    path = tmp_path / "ml.csv"
+    path.write_text('a,b\n\n1,"two\nlines"\n\n2,3,4\n', encoding="utf-8")
+    assert "ml.csv: line 6: expected 2 fields, found 3" in _error(path)
+
+
+def test_csv_multiline_values(tmp_path: Path) -> None:
+    path = tmp_path / "ml.csv"
+    path.write_text('text,label\n"first line\nsecond line",a\n', encoding="utf-8")
+    assert read_dataset(path).table.column("text").to_pylist() == ["first line\nsecond line"]
+
+
 def test_malformed_csv_in_folder_names_file(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text("a,b\n1,2\n", encoding="utf-8")
     (tmp_path / "b.csv").write_text("a,b\n1,2,3\n", encoding="utf-8")
@@ -491,3 +504,22 @@ def test_corrupt_hf_arrow(tmp_path: Path) -> None:
     arrow = tmp_path / "hf" / "data-00000-of-00001.arrow"
     arrow.write_bytes(arrow.read_bytes()[:40])
     assert "data-00000-of-00001.arrow" in _error(tmp_path / "hf")
+
+
+def test_blank_and_repeated_column_names_are_renamed(tmp_path: Path) -> None:
+    path = tmp_path / "dup.csv"
+    path.write_text(",text,text\n0,a,b\n", encoding="utf-8")
+    ds = read_dataset(path)
+    assert ds.table.column_names == ["column_0", "text", "text_2"]
+    assert ds.roles.text == "text"
+
+
+def test_csv_with_image_paths(tmp_path: Path) -> None:
+    write_files(tmp_path, {"imgs/a.png": png_bytes(), "imgs/b.png": png_bytes()})
+    path = tmp_path / "meta.csv"
+    path.write_text("filename,label\nimgs/a.png,x\nimgs/b.png,y\n", encoding="utf-8")
+    ds = read_dataset(path)
+    assert ds.kind == "tabular"
+    assert ds.roles.image == "filename"
+    assert ds.modality == "image"
+    assert all((ds.root / p).is_file() for p in ds.table.column("filename").to_pylist())

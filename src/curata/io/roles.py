@@ -117,7 +117,8 @@ def _looks_like_image(col: pa.ChunkedArray) -> bool:
 
 
 def _mean_length(col: pa.ChunkedArray) -> float:
-    lengths = pc.utf8_length(_decoded(col).drop_null())
+    # The head of the column is enough to tell prose from codes, and keeps this cheap on big data.
+    lengths = pc.utf8_length(_decoded(col.slice(0, SAMPLE_ROWS * 10)).drop_null())
     mean = pc.mean(lengths).as_py()
     return 0.0 if mean is None else float(mean)
 
@@ -300,20 +301,19 @@ def assemble(loaded: Loaded, overrides: Mapping[RoleName, str | None], source: s
     if table.num_rows == 0:
         raise InputError(f"{source}: no records found; point curata at data with at least one row")
 
-    chosen: dict[RoleName, str | None] = {role: getattr(loaded.fixed_roles, role) for role in ROLE_NAMES}
-    explicit: set[RoleName] = set()
+    # "Detected" means not named by the user: fixed by the layout, else found by detection.
+    detected: dict[RoleName, str | None] = {role: getattr(loaded.fixed_roles, role) for role in ROLE_NAMES}
+    named: dict[RoleName, str] = {}
     for role in ROLE_NAMES:
         name = overrides.get(role)
         if name is not None:
-            chosen[role] = _named_column(table, role, name, source)
-            explicit.add(role)
-    detected: dict[RoleName, str | None] = {role: None for role in ROLE_NAMES}
+            named[role] = _named_column(table, role, name, source)
     if loaded.detect:
-        skip = frozenset(v for v in chosen.values() if v is not None)
-        detected = detect_roles(table, skip=skip)
-        for role in ROLE_NAMES:
-            if chosen[role] is None:
-                chosen[role] = detected[role]
+        taken = set(named.values()) | {v for v in detected.values() if v is not None}
+        found = detect_roles(table, skip=frozenset(taken))
+        detected = {role: detected[role] or found[role] for role in ROLE_NAMES}
+    chosen: dict[RoleName, str | None] = {role: named.get(role, detected[role]) for role in ROLE_NAMES}
+    explicit = set(named)
 
     for role in ROLE_NAMES:
         name = chosen[role]

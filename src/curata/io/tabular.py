@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 from collections.abc import Iterator
@@ -89,7 +90,8 @@ def _read_parquet(path: Path) -> pa.Table:
 
 
 def _read_csv(path: Path, delimiter: str, id_column: str | None) -> pa.Table:
-    parse = pacsv.ParseOptions(delimiter=delimiter)
+    # Text datasets often hold multi-line quoted values; without this they split into bad rows.
+    parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
     try:
         header = pacsv.open_csv(path, parse_options=parse).schema.names
         # Ids like "007" must not turn into the integer 7, so id-like columns stay strings.
@@ -116,11 +118,19 @@ def _csv_error(path: Path, delimiter: str, exc: BaseException) -> InputError:
             pacsv.read_csv(
                 path,
                 read_options=pacsv.ReadOptions(use_threads=False),
-                parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=handler),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=delimiter, newlines_in_values=True, invalid_row_handler=handler
+                ),
             )
         if bad:
             row = bad[0]
-            where = f"line {row.number}: " if row.number is not None else ""
+            line = _physical_line(path, delimiter, row.number)
+            if line is not None:
+                where = f"line {line}: "
+            elif row.number is not None:
+                where = f"row {row.number} (counting the header): "
+            else:
+                where = ""
             sep = "tab" if delimiter == "\t" else f"'{delimiter}'"
             return InputError(
                 f"{path}: {where}expected {row.expected_columns} fields, found {row.actual_columns}; "
@@ -129,6 +139,28 @@ def _csv_error(path: Path, delimiter: str, exc: BaseException) -> InputError:
     if "utf8" in msg.lower() or "utf-8" in msg.lower():
         return InputError(f"{path}: not valid UTF-8 text ({msg}); re-save the file as UTF-8")
     return InputError(f"{path}: cannot read CSV ({msg}); check the file is well-formed CSV")
+
+
+def _physical_line(path: Path, delimiter: str, record: int | None) -> int | None:
+    """Return the file line where CSV record number ``record`` ends (pyarrow counts records).
+
+    Records and lines differ when quoted values span lines or blank lines are skipped.
+    """
+    if record is None:
+        return None
+    try:
+        with pa.input_stream(str(path), compression="detect") as raw:
+            text = io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8-sig", newline="")
+            reader = csv.reader(text, delimiter=delimiter)
+            seen = 0
+            for fields in reader:
+                if fields:
+                    seen += 1
+                if seen == record:
+                    return reader.line_num
+    except (csv.Error, UnicodeDecodeError, pa.ArrowException, OSError):
+        return None
+    return None
 
 
 # --- JSON lines ----------------------------------------------------------------------------------

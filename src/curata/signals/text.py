@@ -14,6 +14,7 @@ signatures can be cached on disk under :meth:`MinHashSettings.fingerprint`.
 
 from __future__ import annotations
 
+import itertools
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ _POS_TABLE_SIZE = 256
 _SIGNATURE_EMPTY = np.iinfo(np.uint32).max
 # Texts are processed in batches of about this many code points: each numpy pass then touches a few
 # MiB (stays in cache) and memory stays bounded on million-document inputs.
-_BATCH_CHARS = 1 << 20
+_BATCH_CHARS = 1 << 18
 
 
 def _splitmix64_stream(seed: int, count: int) -> list[int]:
@@ -196,9 +197,9 @@ def _window_hashes(tokens: U64, offsets: I64, width: int, short_whole: bool) -> 
         acc += _len_term(width)
     if short_docs.size:
         slen = lens[short_docs]
-        j = np.arange(width - 1, dtype=np.int64)
-        valid = j[None, :] < slen[:, None]
-        idx = np.where(valid, offsets[short_docs][:, None] + j[None, :], 0)
+        col = np.arange(width - 1, dtype=np.int64)
+        valid = col[None, :] < slen[:, None]
+        idx = np.where(valid, offsets[short_docs][:, None] + col[None, :], 0)
         vals = np.where(valid, tokens[idx], np.uint64(0))
         acc_s = (vals * _WINDOW_POS[: width - 1][None, :]).sum(axis=1, dtype=np.uint64)
         acc_s += slen.astype(np.uint64) * _LEN_MIX
@@ -313,7 +314,7 @@ def _batches(texts: Sequence[str]) -> list[tuple[int, int]]:
     ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=n))
     cuts = np.searchsorted(ends, np.arange(_BATCH_CHARS, int(ends[-1]), _BATCH_CHARS), side="right")
     bounds = np.unique(np.concatenate(([0], cuts, [n])))
-    return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
+    return [(int(lo), int(hi)) for lo, hi in itertools.pairwise(bounds.tolist()) if hi > lo]
 
 
 # ---------------------------------------------------------------------------------------------------
