@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from curata.checks.base import Check, Context, FindingsBuilder, clusters_from_pairs, register
-from curata.checks.groups import shared_clusters, shared_exact, shared_near
+from curata.checks.groups import shared_clusters, shared_exact, shared_near, shared_rank
 from curata.dataset import SPLIT_ORDER
 
 
@@ -76,11 +76,12 @@ class NearDuplicateCheck(Check):
         direct = {(int(a), int(b)): float(s) for (a, b), s in zip(near.pairs.tolist(), near.similarity.tolist(),
                                                                   strict=True)}
         measure = "Jaccard" if context.dataset.modality == "text" else "similarity"
+        rank = shared_rank(context)
         for members in by_label.values():
-            members.sort()
+            members.sort(key=lambda r: rank[r])
             rep = members[0]
             for row in members[1:]:
-                sim = direct.get((rep, row), best[row])
+                sim = direct.get((min(rep, row), max(rep, row)), best[row])
                 out.add(ids[row], related_id=ids[rep], group_id=f"near-{ids[rep]}", score=sim,
                         severity="warning",
                         message=f"near duplicate of {ids[rep]} ({measure} {sim:.2f}, cluster of {len(members)})",

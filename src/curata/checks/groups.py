@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curata.checks.base import Context, clusters_from_pairs
-from curata.dataset import Dataset
+from curata.dataset import SPLIT_ORDER, Dataset
 from curata.signals.pipeline import Signals
 
 
@@ -35,7 +35,7 @@ class NearPairs:
 
 @dataclass(frozen=True)
 class DuplicateClusters:
-    """Clusters joining exact and near duplicates: ``cluster[row]`` is the cluster's first row."""
+    """Clusters joining exact and near duplicates: ``cluster[row]`` is the cluster's representative."""
 
     cluster: np.ndarray
     exact_group: np.ndarray
@@ -78,19 +78,39 @@ def exact_key_column(signals: Signals) -> pa.ChunkedArray:
     return signals.column("norm_hash" if signals.modality == "text" else "pixel_hash")
 
 
-def exact_groups(signals: Signals) -> ExactGroups:
-    """Group rows with identical normalised content; invalid rows get -1."""
+def exact_groups(signals: Signals, rank: np.ndarray) -> ExactGroups:
+    """Group rows with identical normalised content; invalid rows get -1.
+
+    The representative of a group is its row of lowest ``rank`` (see ``representative_rank``).
+    """
     keys = exact_key_column(signals)
     valid = valid_content_mask(signals)
     n = len(valid)
     codes = pc.dictionary_encode(keys).combine_chunks()
-    idx = np.asarray(codes.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-    idx = np.where(valid, idx, -1)
-    first = np.full(len(codes.dictionary) + 1, n, dtype=np.int64)
-    rows = np.arange(n, dtype=np.int64)
-    np.minimum.at(first, idx[valid], rows[valid])
-    group = np.where(valid, first[np.where(valid, idx, 0)], -1)
+    idx = np.asarray(codes.indices.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    idx = np.where(valid, idx, len(codes.dictionary))
+    best = np.full(len(codes.dictionary) + 1, n, dtype=np.int64)
+    np.minimum.at(best, idx[valid], rank[valid])
+    order = np.argsort(rank, kind="stable")
+    group = np.where(valid, order[np.minimum(best[idx], n - 1)], -1)
     return ExactGroups(group, keys.to_pylist())
+
+
+def representative_rank(dataset: Dataset) -> np.ndarray:
+    """A rank per row: records of earlier splits (train, then val, then test) first, then row order.
+
+    Representatives of duplicate groups are chosen by this rank, so the later copy (e.g. the test
+    record) is the one reported.
+    """
+    n = dataset.num_rows
+    splits = dataset.splits()
+    if not splits:
+        return np.arange(n, dtype=np.int64)
+    split_rank = np.array([SPLIT_ORDER.get(s, 1) if s is not None else 3 for s in splits], dtype=np.int64)
+    order = np.lexsort((np.arange(n), split_rank))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    return rank
 
 
 def normalized_texts(dataset: Dataset, rows: np.ndarray) -> list[str]:
@@ -147,9 +167,17 @@ def phash_codes(signals: Signals, rows: np.ndarray) -> np.ndarray:
     return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.uint64)
 
 
+def shared_rank(context: Context) -> np.ndarray:
+    """The representative rank of the audited data's rows, computed once per run."""
+    rank: np.ndarray = context.shared("rank", lambda: representative_rank(context.dataset))
+    return rank
+
+
 def shared_exact(context: Context) -> ExactGroups:
     """Exact groups of the audited data, computed once per run."""
-    groups: ExactGroups = context.shared("exact_groups", lambda: exact_groups(context.signals["data"]))
+    groups: ExactGroups = context.shared(
+        "exact_groups", lambda: exact_groups(context.signals["data"], shared_rank(context))
+    )
     return groups
 
 
@@ -179,9 +207,11 @@ def shared_clusters(context: Context) -> DuplicateClusters:
         exact_pairs = exact_pairs[exact_pairs[:, 0] != exact_pairs[:, 1]]
         pairs = np.concatenate([exact_pairs, near.pairs]) if len(near.pairs) else exact_pairs
         labels = clusters_from_pairs(n, pairs)
-        first = np.full(n, n, dtype=np.int64)
-        np.minimum.at(first, labels, rows)
-        cluster = np.where(members, first[labels], -1)
+        rank = shared_rank(context)
+        best = np.full(n, n, dtype=np.int64)
+        np.minimum.at(best, labels, rank)
+        order = np.argsort(rank, kind="stable")
+        cluster = np.where(members, order[np.minimum(best[labels], n - 1)], -1)
         sims = {
             (int(min(a, b)), int(max(a, b))): float(s)
             for (a, b), s in zip(near.pairs.tolist(), near.similarity.tolist(), strict=True)

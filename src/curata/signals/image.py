@@ -169,13 +169,18 @@ def _has_alpha(img: Image.Image) -> bool:
 
 def _canonical_rgba(img: Image.Image) -> Image.Image:
     """Return ``img`` as RGBA with the colour of fully transparent pixels set to zero."""
-    rgba = img.convert("RGBA")
-    arr = np.asarray(rgba)
-    if arr[..., 3].min() == 255:
+    rgba = img if img.mode == "RGBA" else img.convert("RGBA")
+    alpha = rgba.getchannel("A")
+    if alpha.getextrema()[0] == 255:
         return rgba
-    out = arr.copy()
-    out[out[..., 3] == 0] = 0
-    return Image.fromarray(out, "RGBA")
+    # Pasting through a 0/255 mask copies visible pixels exactly and leaves zeros elsewhere.
+    visible = alpha.point(_VISIBLE_LUT)
+    out = Image.new("RGBA", rgba.size, (0, 0, 0, 0))
+    out.paste(rgba, (0, 0), visible)
+    return out
+
+
+_VISIBLE_LUT = [0] + [255] * 255
 
 
 def pixel_hash(img: Image.Image) -> str:
@@ -190,7 +195,7 @@ def pixel_hash(img: Image.Image) -> str:
     h.update(struct.pack("<II", img.width, img.height))
     if _has_alpha(img) or img.mode not in ("RGB", "L", "1", "P"):
         rgba = _canonical_rgba(img)
-        if np.asarray(rgba)[..., 3].min() < 255:
+        if rgba.getchannel("A").getextrema()[0] < 255:
             h.update(b"RGBA")
             h.update(rgba.tobytes())
             return h.hexdigest()
@@ -205,18 +210,51 @@ def pixel_hash(img: Image.Image) -> str:
 def _grey_on_white(img: Image.Image) -> Image.Image:
     """Return a greyscale version of ``img`` with any transparency composited on white."""
     if _has_alpha(img):
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        canvas.alpha_composite(rgba)
-        return canvas.convert("L")
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")
+        # Greyscale first, then blend the single band on white: a third of the work of RGB.
+        grey = rgba.convert("L")
+        canvas = Image.new("L", rgba.size, 255)
+        canvas.paste(grey, (0, 0), rgba.getchannel("A"))
+        return canvas
     return img.convert("L")
+
+
+def _trim_box(grey: Image.Image) -> tuple[int, int, int, int] | None:
+    """Return the bounding box of the content inside a uniform border, or None to keep everything.
+
+    Clip art and scans often sit small on a large blank page; hashing the page would
+    mostly encode "blob on white", so unrelated drawings collide and a crop or a
+    re-framing moves the code.  The border colour is taken from the four corners and
+    only trimmed when they agree, so photographs are hashed whole.
+    """
+    w, h = grey.size
+    corners = [grey.getpixel((x, y)) for x in (0, w - 1) for y in (0, h - 1)]
+    values = [int(c) if isinstance(c, (int, float)) else 0 for c in corners]
+    if max(values) - min(values) > _TRIM_TOLERANCE:
+        return None
+    bg = sorted(values)[1]
+    lut = [255 if abs(v - bg) > _TRIM_TOLERANCE else 0 for v in range(256)]
+    box = grey.point(lut).getbbox()
+    if box is None:
+        return None
+    # A content box of a few pixels is noise (a stray mark), not the picture.
+    if (box[2] - box[0]) < _MIN_CONTENT or (box[3] - box[1]) < _MIN_CONTENT:
+        return None
+    return box
+
+
+# Grey levels a pixel may differ from the border colour and still count as border
+# (absorbs JPEG ringing and +-10% brightness of an off-white page).
+_TRIM_TOLERANCE = 24
+_MIN_CONTENT = 4
 
 
 def _small_grey(img: Image.Image) -> npt.NDArray[np.float64]:
     """Return the 32x32 greyscale thumbnail (float, 0-255) both perceptual hashes start from."""
     grey = _grey_on_white(img)
+    box = _trim_box(grey)
     # Box filtering averages every source pixel, which keeps the code stable under resizing.
-    small = grey.resize((_DCT_SIDE, _DCT_SIDE), Image.Resampling.BOX)
+    small = grey.resize((_DCT_SIDE, _DCT_SIDE), Image.Resampling.BOX, box=box)
     return np.asarray(small, dtype=np.float64)
 
 

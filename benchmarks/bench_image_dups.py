@@ -1,0 +1,386 @@
+"""Benchmark 2: image near-duplicates on Debian's openclipart-png, plus signal throughput.
+
+Copies of a seeded subset of originals are made in memory (resize 50%/150%, JPEG q=70,
+5% crop, brightness +-10%, greyscale, and lossless WebP re-encodes), then every
+original and copy goes through ``image_signals`` and ``near_duplicate_image_pairs``.
+
+A reported pair counts as correct when both images derive from the same original, or
+when their originals are natural duplicates: identical decoded pixels, or a strict
+second metric agrees -- both originals composited on white and resized to 64x64 RGB
+differ by a mean absolute error of at most ``--verify-mae`` (default 6 of 255) per
+channel.  Everything else is a false positive.
+
+Run: .venv/bin/python benchmarks/bench_image_dups.py [--limit N] [--quick]
+Writes benchmarks/results/image_dups.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import imagehash
+import numpy as np
+from PIL import Image, ImageEnhance
+
+from curata.signals.image import (
+    ImageHashSettings,
+    decode_image,
+    image_signals,
+    near_duplicate_image_pairs,
+)
+
+ROOT = Path("/usr/share/openclipart/png")
+RESULTS = Path(__file__).resolve().parent / "results" / "image_dups.json"
+TRANSFORMS = ["resize50", "resize150", "jpeg70", "crop5", "bright+10", "bright-10", "grey"]
+
+
+def on_white(img: Image.Image) -> Image.Image:
+    """Return ``img`` as RGB composited on white (what a JPEG export of clip art does)."""
+    rgba = img.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    canvas.alpha_composite(rgba)
+    return canvas.convert("RGB")
+
+
+def encode(img: Image.Image, fmt: str, **kw: Any) -> bytes:
+    """Return ``img`` encoded as ``fmt``."""
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def make_copy(img: Image.Image, kind: str) -> bytes:
+    """Return the bytes of one transformed copy of ``img``."""
+    base = img.convert("RGBA") if img.mode not in ("RGB", "RGBA") else img
+    w, h = base.size
+    if kind in ("resize50", "resize150"):
+        f = 0.5 if kind == "resize50" else 1.5
+        return encode(base.resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.LANCZOS), "PNG")
+    if kind == "jpeg70":
+        return encode(on_white(base), "JPEG", quality=70)
+    if kind == "crop5":
+        # Remove 5% of each dimension, split between the two edges.
+        dx, dy = round(w * 0.025), round(h * 0.025)
+        return encode(base.crop((dx, dy, w - dx, h - dy)), "PNG")
+    if kind in ("bright+10", "bright-10"):
+        factor = 1.1 if kind == "bright+10" else 0.9
+        rgb = ImageEnhance.Brightness(base.convert("RGB")).enhance(factor)
+        if base.mode == "RGBA":
+            rgb.putalpha(base.getchannel("A"))
+        return encode(rgb, "PNG")
+    if kind == "grey":
+        return encode(base.convert("LA") if base.mode == "RGBA" else base.convert("L"), "PNG")
+    if kind == "webp":
+        return encode(img, "WEBP", lossless=True, exact=True)
+    raise ValueError(kind)
+
+
+def verify_small(data: bytes) -> np.ndarray:
+    """Return the 64x64 RGB (on white) rendering used by the strict second metric."""
+    img = decode_image(data)
+    return np.asarray(on_white(img).resize((64, 64), Image.Resampling.BOX), dtype=np.float64)
+
+
+def timed(fn: Any, runs: int) -> list[float]:
+    """Return wall times of ``runs`` calls of ``fn``."""
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main() -> int:
+    """Run the benchmark and print and save the figures."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--limit", type=int, default=0, help="seeded sample of this many originals (0 = all)")
+    ap.add_argument("--quick", action="store_true", help="600 originals, fewer copies, 3 timing runs")
+    ap.add_argument("--copies", type=int, default=800, help="originals that get transformed copies")
+    ap.add_argument("--speed-files", type=int, default=1500, help="files in the throughput comparison")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--verify-mae", type=float, default=6.0)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--max-distance", type=int, default=None)
+    ap.add_argument("--dhash-max-distance", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    if args.quick:
+        args.limit = args.limit or 600
+        args.copies = min(args.copies, 150)
+        args.speed_files = min(args.speed_files, 300)
+    defaults = ImageHashSettings()
+    settings = ImageHashSettings(
+        max_distance=defaults.max_distance if args.max_distance is None else args.max_distance,
+        dhash_max_distance=(
+            defaults.dhash_max_distance if args.dhash_max_distance is None else args.dhash_max_distance
+        ),
+    )
+    rng = random.Random(args.seed)
+    paths = sorted(ROOT.glob("*/*.png"))
+    if not paths:
+        print(f"no PNGs under {ROOT}; apt-get install openclipart-png", file=sys.stderr)
+        return 2
+    total_available = len(paths)
+    if args.limit and args.limit < len(paths):
+        paths = sorted(rng.sample(paths, args.limit))
+    print(f"originals: {len(paths)} of {total_available} PNGs under {ROOT}")
+
+    t0 = time.perf_counter()
+    orig_data = [p.read_bytes() for p in paths]
+    orig_sig = image_signals(orig_data, settings)
+    t_orig = time.perf_counter() - t0
+    orig_err = orig_sig.column("error").to_pylist()
+    ok = [i for i, e in enumerate(orig_err) if e is None]
+    print(f"image_signals on originals: {t_orig:.1f} s; errors: "
+          f"{ {str(paths[i].relative_to(ROOT)): e for i, e in enumerate(orig_err) if e} }")
+
+    # --- copies -----------------------------------------------------------------------------
+    chosen = sorted(rng.sample(ok, min(args.copies, len(ok))))
+    copy_data: list[bytes] = []
+    copy_src: list[int] = []
+    copy_kind: list[str] = []
+    t0 = time.perf_counter()
+    for i in chosen:
+        img = decode_image(orig_data[i])
+        for kind in [*TRANSFORMS, "webp"]:
+            copy_data.append(make_copy(img, kind))
+            copy_src.append(i)
+            copy_kind.append(kind)
+    print(f"made {len(copy_data)} copies of {len(chosen)} originals in {time.perf_counter() - t0:.1f} s")
+    copy_sig = image_signals(copy_data, settings)
+    copy_err = copy_sig.column("error").to_pylist()
+    assert all(e is None for e in copy_err), "a generated copy failed to decode"
+
+    # --- combined item table: originals (valid) then copies -----------------------------------
+    n_o = len(ok)
+    group = np.array(ok + copy_src, dtype=np.int64)  # original index each item derives from
+    kind = np.array(["original"] * n_o + copy_kind)
+    phash_all = orig_sig.column("phash").to_pylist()
+    codes_list = [phash_all[i] for i in ok] + copy_sig.column("phash").to_pylist()
+    codes = np.frombuffer(b"".join(codes_list), dtype=np.uint8).reshape(len(codes_list), -1)
+    pix_all = orig_sig.column("pixel_hash").to_pylist()
+    pix = [pix_all[i] for i in ok] + copy_sig.column("pixel_hash").to_pylist()
+
+    # Natural duplicates among originals, part 1: identical decoded pixels.
+    by_pix: dict[str, list[int]] = {}
+    for k in range(n_o):
+        by_pix.setdefault(pix[k], []).append(group[k])
+    same_pixels = {frozenset((a, b)) for g in by_pix.values() for a in g for b in g if a != b}
+
+    verify_cache: dict[int, np.ndarray] = {}
+
+    def natural_dup(a: int, b: int) -> bool:
+        if frozenset((a, b)) in same_pixels:
+            return True
+        for x in (a, b):
+            if x not in verify_cache:
+                verify_cache[x] = verify_small(orig_data[x])
+        va, vb = verify_cache[a], verify_cache[b]
+        return va.shape == vb.shape and float(np.abs(va - vb).mean()) <= args.verify_mae
+
+    # Candidate pairs at a loose radius once; the threshold grid filters them in numpy.
+    loose = ImageHashSettings(max_distance=20, dhash_max_distance=None)
+    t0 = time.perf_counter()
+    cand, _ = near_duplicate_image_pairs(codes, loose)
+    t_pairs = time.perf_counter() - t0
+    bits = np.unpackbits(codes, axis=1)
+    dp = (bits[cand[:, 0], :64] != bits[cand[:, 1], :64]).sum(1)
+    dd = (bits[cand[:, 0], 64:] != bits[cand[:, 1], 64:]).sum(1)
+    ga, gb = group[cand[:, 0]], group[cand[:, 1]]
+    natural_cache: dict[tuple[int, int], bool] = {}
+
+    def correct_mask(sel: np.ndarray) -> np.ndarray:
+        out = np.zeros(int(sel.sum()), dtype=bool)
+        for k, (a, b) in enumerate(zip(ga[sel], gb[sel], strict=True)):
+            if a == b:
+                out[k] = True
+                continue
+            key = (min(a, b), max(a, b))
+            if key not in natural_cache:
+                natural_cache[key] = natural_dup(*key)
+            out[k] = natural_cache[key]
+        return out
+
+    involves_copy = (kind[cand[:, 0]] != "original") | (kind[cand[:, 1]] != "original")
+    # Only perceptual copies are near-duplicate targets; WebP copies are exact and scored below.
+    perceptual = np.isin(kind, TRANSFORMS)
+    copy_items = np.flatnonzero(perceptual)
+    orig_pos = {g: k for k, g in enumerate(ok)}
+
+    def evaluate(d1: int, d2: int | None) -> dict[str, Any]:
+        sel = dp <= d1
+        if d2 is not None:
+            sel &= dd <= d2
+        corr = correct_mask(sel)
+        selp = cand[sel]
+        found = set(map(tuple, selp.tolist()))
+        per: dict[str, float] = {}
+        hits_all = 0
+        for t in TRANSFORMS:
+            items = copy_items[kind[copy_items] == t]
+            hits = sum(
+                (min(c, orig_pos[group[c]]), max(c, orig_pos[group[c]])) in found for c in items
+            )
+            per[t] = hits / len(items)
+            hits_all += hits
+        cc = involves_copy[sel]
+        return {
+            "max_distance": d1,
+            "dhash_max_distance": d2,
+            "recall_overall": hits_all / len(copy_items),
+            "recall_per_transform": per,
+            "pairs_reported": int(sel.sum()),
+            "false_pairs": int((~corr).sum()),
+            "precision_all_pairs": float(corr.mean()) if len(corr) else 1.0,
+            "precision_pairs_with_a_copy": float(corr[cc].mean()) if cc.any() else 1.0,
+            "precision_original_pairs": float(corr[~cc].mean()) if (~cc).any() else 1.0,
+        }
+
+    grid = []
+    for d1 in (6, 7, 8, 9, 10, 11, 12):
+        for d2 in (None, 6, 8, 10, 12):
+            grid.append(evaluate(d1, d2))
+    chosen_eval = evaluate(settings.max_distance, settings.dhash_max_distance)
+    print("\nthreshold grid (pHash d1, dHash d2): recall / precision all pairs / with a copy / false pairs")
+    for g in grid:
+        print(f"  d1={g['max_distance']:2d} d2={g['dhash_max_distance']!s:>4}: recall {g['recall_overall']:.4f}"
+              f"  precision {g['precision_all_pairs']:.4f} / {g['precision_pairs_with_a_copy']:.4f}"
+              f"  false {g['false_pairs']}")
+
+    # False positives of the chosen settings, for inspection.
+    sel = dp <= settings.max_distance
+    if settings.dhash_max_distance is not None:
+        sel &= dd <= settings.dhash_max_distance
+    corr = correct_mask(sel)
+    false_examples = [
+        {"a": str(paths[int(a)].relative_to(ROOT)), "b": str(paths[int(b)].relative_to(ROOT)),
+         "phash_d": int(x), "dhash_d": int(y)}
+        for a, b, x, y, c in zip(ga[sel], gb[sel], dp[sel], dd[sel], corr, strict=True) if not c
+    ][:40]
+    n_natural = sum(natural_cache.values())
+
+    # --- exact copies via pixel_hash ----------------------------------------------------------
+    webp_items = np.flatnonzero(kind == "webp")
+    webp_hits = sum(pix[c] == pix[orig_pos[group[c]]] for c in webp_items)
+    by_hash: dict[str, list[int]] = {}
+    for k, h in enumerate(pix):
+        by_hash.setdefault(h, []).append(k)
+    exact_pairs = exact_correct = 0
+    arrays: dict[int, bytes] = {}
+
+    def canon(k: int) -> bytes:
+        if k not in arrays:
+            data = orig_data[group[k]] if k < n_o else copy_data[k - n_o]
+            img = decode_image(data).convert("RGBA")
+            a = np.asarray(img).copy()
+            a[a[..., 3] == 0] = 0
+            arrays[k] = a.tobytes() + bytes(str(img.size), "ascii")
+        return arrays[k]
+
+    for members in by_hash.values():
+        for x in range(len(members)):
+            for y in range(x + 1, len(members)):
+                exact_pairs += 1
+                # Correct when the decoded, normalised pixels really are equal.
+                exact_correct += canon(members[x]) == canon(members[y])
+    exact = {
+        "recall_webp_lossless": webp_hits / len(webp_items),
+        "pairs_with_equal_pixel_hash": exact_pairs,
+        "precision": exact_correct / exact_pairs if exact_pairs else 1.0,
+        "natural_exact_duplicate_pairs_among_originals": len(same_pixels) // 1,
+    }
+
+    # --- throughput ---------------------------------------------------------------------------
+    speed_paths = [paths[i] for i in sorted(rng.sample(range(len(paths)), min(args.speed_files, len(paths))))]
+
+    def run_curata() -> None:
+        image_signals([p.read_bytes() for p in speed_paths], settings)
+
+    ih_errors: list[str] = []
+
+    def run_imagehash() -> None:
+        ih_errors.clear()
+        for p in speed_paths:
+            try:
+                with Image.open(p) as im:
+                    imagehash.phash(im)
+            except Exception as exc:  # the one decompression-bomb file fails here too
+                ih_errors.append(type(exc).__name__)
+
+    runs = max(3, args.runs)
+    t_cur = timed(run_curata, runs)
+    t_ih = timed(run_imagehash, runs)
+    ips_cur = len(speed_paths) / statistics.median(t_cur)
+    ips_ih = len(speed_paths) / statistics.median(t_ih)
+
+    goal = chosen_eval["recall_overall"] >= 0.90 and chosen_eval["precision_all_pairs"] >= 0.99
+    exact_goal = exact["recall_webp_lossless"] == 1.0 and exact["precision"] == 1.0
+    result = {
+        "benchmark": "image near-duplicates, openclipart-png",
+        "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
+        "originals": len(paths),
+        "originals_available": total_available,
+        "originals_decoded": n_o,
+        "original_errors": {str(paths[i].relative_to(ROOT)): e for i, e in enumerate(orig_err) if e},
+        "originals_with_copies": len(chosen),
+        "copies": {t: len(chosen) for t in [*TRANSFORMS, "webp"]},
+        "seed": args.seed,
+        "settings": {"max_distance": settings.max_distance, "dhash_max_distance": settings.dhash_max_distance,
+                     "fingerprint": settings.fingerprint()},
+        "correctness_rule": (
+            "pair correct if both derive from the same original, or their originals have identical "
+            f"decoded pixels or 64x64-on-white RGB mean abs error <= {args.verify_mae}/255"
+        ),
+        "near_duplicates": chosen_eval,
+        "natural_duplicate_original_pairs_verified": n_natural,
+        "false_pair_examples": false_examples,
+        "threshold_grid": grid,
+        "exact": exact,
+        "pair_search_seconds": t_pairs,
+        "throughput": {
+            "files": len(speed_paths),
+            "runs": runs,
+            "curata_image_signals_images_per_s": ips_cur,
+            "imagehash_phash_loop_images_per_s": ips_ih,
+            "ratio": ips_cur / ips_ih,
+            "curata_seconds": t_cur,
+            "imagehash_seconds": t_ih,
+            "imagehash_errors": len(ih_errors),
+        },
+        "goal_met": {"near_duplicates": goal, "exact": exact_goal},
+    }
+    print(f"\nsettings: {result['settings']}")
+    print(f"correctness rule: {result['correctness_rule']}")
+    print(f"near duplicates (copies vs originals, {len(copy_items)} copies, {n_o + len(copy_data)} items):")
+    for t, r in chosen_eval["recall_per_transform"].items():
+        print(f"  recall {t:10s} {r:.4f}")
+    print(f"  recall overall    {chosen_eval['recall_overall']:.4f}")
+    print(f"  precision (all reported pairs)     {chosen_eval['precision_all_pairs']:.4f} "
+          f"({chosen_eval['pairs_reported']} pairs, {chosen_eval['false_pairs']} false)")
+    print(f"  precision (pairs with a copy)      {chosen_eval['precision_pairs_with_a_copy']:.4f}")
+    print(f"  precision (original-original)      {chosen_eval['precision_original_pairs']:.4f}")
+    print(f"  natural duplicate original pairs verified: {n_natural}")
+    print(f"exact (pixel_hash): webp lossless recall {exact['recall_webp_lossless']:.4f}, "
+          f"precision {exact['precision']:.4f} over {exact_pairs} equal-hash pairs")
+    print(f"throughput on {len(speed_paths)} files, median of {runs}: image_signals {ips_cur:.0f} img/s, "
+          f"imagehash.phash loop {ips_ih:.0f} img/s, ratio {ips_cur / ips_ih:.2f}x")
+    print(f"GOAL recall>=0.90 at precision>=0.99: {'MET' if goal else 'NOT MET'}; "
+          f"exact 1.0/1.0: {'MET' if exact_goal else 'NOT MET'}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
