@@ -88,16 +88,31 @@ def char_shingles(text: str, n: int = 5) -> list[str]:
     return [text[i : i + n] for i in range(len(text) - n + 1)]
 
 
-def _expand_groups(order: np.ndarray, group_start: np.ndarray, group_size: np.ndarray) -> np.ndarray:
-    """Return all (a, b) pairs of ``order`` entries inside each group (a before b)."""
-    pairs = []
+def _verified_group_pairs(
+    order: np.ndarray,
+    group_start: np.ndarray,
+    group_size: np.ndarray,
+    hashes: np.ndarray,
+    offsets: np.ndarray,
+) -> tuple[set[tuple[int, int]], int]:
+    """Verify all (a, b) document pairs inside each token group, streaming to bound memory."""
+    truth: set[tuple[int, int]] = set()
+    checked = 0
     for size in np.unique(group_size[group_size >= 2]):
-        starts = group_start[group_size == size]
+        starts_all = group_start[group_size == size]
         ii, jj = np.triu_indices(int(size), k=1)
-        pairs.append(
-            np.stack([order[starts[:, None] + ii], order[starts[:, None] + jj]], axis=-1).reshape(-1, 2)
-        )
-    return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
+        per_chunk = max(1, 4_000_000 // ii.size)
+        for c in range(0, starts_all.size, per_chunk):
+            starts = starts_all[c : c + per_chunk]
+            pairs = np.stack([order[starts[:, None] + ii], order[starts[:, None] + jj]], axis=-1).reshape(
+                -1, 2
+            )
+            pairs = np.sort(pairs, axis=1)
+            pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+            checked += pairs.shape[0]
+            jac = jaccard_of_pairs(hashes, offsets, pairs)
+            truth.update((int(a), int(b)) for a, b in pairs[jac >= THRESHOLD].tolist())
+    return truth, checked
 
 
 def exact_truth(
@@ -109,19 +124,19 @@ def exact_truth(
     doc = np.repeat(np.arange(len(texts), dtype=np.int64), sizes)
     _, inv, counts = np.unique(hashes, return_inverse=True, return_counts=True)
     order = np.lexsort((hashes, counts[inv], doc))  # rarest tokens first inside each document
+    del counts
     rank = np.arange(hashes.size) - np.repeat(offsets[:-1], sizes)
     prefix_len = sizes - np.ceil(THRESHOLD * sizes - 1e-9).astype(np.int64) + 1
     keep = order[rank < np.repeat(prefix_len, sizes)]
+    del order, rank
     tok, tdoc = inv[keep], doc[keep]
+    del inv, doc
     by_tok = np.argsort(tok, kind="stable")
     tok_sorted = tok[by_tok]
     start = np.flatnonzero(np.r_[True, tok_sorted[1:] != tok_sorted[:-1]])
     size = np.diff(np.r_[start, tok_sorted.size])
-    cand = _expand_groups(tdoc[by_tok], start, size)
-    cand = np.unique(np.sort(cand, axis=1), axis=0) if cand.size else cand
-    jac = jaccard_of_pairs(hashes, offsets, cand)
-    truth = {(int(a), int(b)) for a, b in cand[jac >= THRESHOLD].tolist()}
-    return truth, {"prefix_candidates": int(cand.shape[0])}
+    truth, checked = _verified_group_pairs(tdoc[by_tok], start, size, hashes, offsets)
+    return truth, {"prefix_candidates_checked": checked}
 
 
 def curata_pairs(texts: Sequence[str], settings: MinHashSettings) -> tuple[set[tuple[int, int]], int]:

@@ -74,24 +74,25 @@ def build_image_demo(root: Path) -> tuple[Path, Path, Planted]:
 
     for _ in range(8):  # exact duplicates: the same picture re-encoded as lossless WebP
         i = next(picks)
-        rel = copy(i, "train", digits.target[i], f"{i:05d}-copy.webp",
+        rel = copy(i, "train", digits.target[i], f"{i:05d}_copy.webp",
                    _encode(_digit_png(digits.images[i]), "WEBP", lossless=True))
         planted.add("exact_duplicate", rel)
     for _ in range(8):  # near duplicates: resized and brightened
         i = next(picks)
         img = _digit_png(digits.images[i]).resize((48, 48), Image.Resampling.BICUBIC)
         img = ImageEnhance.Brightness(img).enhance(1.08)
-        rel = copy(i, "train", digits.target[i], f"{i:05d}-edited.png", _encode(img))
+        rel = copy(i, "train", digits.target[i], f"{i:05d}_edited.png", _encode(img))
         planted.add("near_duplicate", rel)
     for _ in range(8):  # leakage: training images copied into test
         i = next(picks)
-        rel = copy(i, "test", digits.target[i], f"{i:05d}-leaked.png", _encode(_digit_png(digits.images[i])))
+        rel = copy(i, "test", digits.target[i], f"{i:05d}_leaked.png", _encode(_digit_png(digits.images[i])))
         planted.add("split_leakage", rel)
         planted.add("exact_duplicate", rel)
     for _ in range(6):  # conflicting labels: the same picture filed under another class
-        i = next(picks)
-        wrong = (int(digits.target[i]) + 1 + rng.randrange(9)) % 10
-        rel = copy(i, "train", wrong, f"{i:05d}-relabelled.png", _encode(_digit_png(digits.images[i])))
+        i = next(i for i in picks if digits.target[i] < 9)
+        # A higher class folder sorts after the original, so the copy is the one reported.
+        wrong = rng.randrange(int(digits.target[i]) + 1, 10)
+        rel = copy(i, "train", wrong, f"{i:05d}_relabelled.png", _encode(_digit_png(digits.images[i])))
         planted.add("conflicting_labels", rel)
         planted.add("exact_duplicate", rel)
     for k in range(4):  # corrupt files: truncated PNGs and random bytes
@@ -105,7 +106,6 @@ def build_image_demo(root: Path) -> tuple[Path, Path, Planted]:
     rel = f"train/{order[0]:05d}-unlabelled.png"
     (data_dir / rel).write_bytes(_encode(_digit_png(digits.images[order[0]])))
     planted.add("missing_label", rel)
-    planted.add("exact_duplicate", rel)
     # A "public benchmark" some of whose images were scraped into the training data.
     ref_dir.mkdir(parents=True, exist_ok=True)
     for k in range(10):
@@ -120,18 +120,9 @@ def build_image_demo(root: Path) -> tuple[Path, Path, Planted]:
 
 
 def real_paragraphs(min_chars: int = 60) -> list[str]:
-    """Real English paragraphs that ship with the dependencies: sklearn dataset descriptions and
-    the docstrings of a few standard-library modules."""
-    import collections
-    import functools
-    import itertools
-    import json as json_mod
-    import os
-    import pathlib
-    import re
-    import statistics
-    import string
-    import textwrap
+    """Real English paragraphs that ship with the dependencies: sklearn's dataset descriptions and
+    the docstrings of standard-library modules (and their classes' methods)."""
+    import importlib
 
     import sklearn.datasets
 
@@ -139,26 +130,44 @@ def real_paragraphs(min_chars: int = 60) -> list[str]:
     descr = Path(sklearn.datasets.__file__).parent / "descr"
     for f in sorted(descr.glob("*.rst")):
         texts.extend(f.read_text(encoding="utf-8").split("\n\n"))
-    for mod in (collections, functools, itertools, json_mod, os, pathlib, re, statistics, string, textwrap):
+    for name in STDLIB_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:  # pragma: no cover - a trimmed Python build
+            continue
         for _, obj in sorted(inspect.getmembers(mod), key=lambda kv: kv[0]):
-            doc = inspect.getdoc(obj) if callable(obj) else None
-            if doc:
-                texts.extend(doc.split("\n\n"))
+            objects = [obj]
+            if inspect.isclass(obj) and getattr(obj, "__module__", "") == mod.__name__:
+                objects += [m for _, m in sorted(vars(obj).items(), key=lambda kv: kv[0]) if callable(m)]
+            for o in objects:
+                doc = inspect.getdoc(o) if callable(o) else None
+                if doc:
+                    texts.extend(doc.split("\n\n"))
     seen: set[str] = set()
     out = []
     for t in texts:
         t = " ".join(t.split())
-        if len(t) >= min_chars and t not in seen and not t.startswith((">>>", "..", "|", "=")):
+        if len(t) >= min_chars and t not in seen and not t.startswith((">>>", "..", "|", "=", ":")):
             seen.add(t)
             out.append(t)
     return out
 
 
+STDLIB_MODULES = (
+    "argparse", "ast", "asyncio", "bisect", "calendar", "collections", "csv", "dataclasses", "datetime",
+    "decimal", "difflib", "email.message", "enum", "fractions", "functools", "heapq", "http.client",
+    "inspect", "itertools", "json", "logging", "os", "pathlib", "random", "re", "shutil", "socket",
+    "sqlite3", "statistics", "string", "subprocess", "tarfile", "textwrap", "threading", "typing",
+    "unittest", "urllib.parse", "zipfile",
+)
+
+
 def _mutate(text: str, rng: random.Random, edits: int) -> str:
+    """Swap ``edits`` pairs of neighbouring words (a light edit that survives normalisation)."""
     words = text.split()
     for _ in range(edits):
-        j = rng.randrange(len(words))
-        words[j] = words[j].upper() if rng.random() < 0.5 else words[j] + ","
+        j = rng.randrange(len(words) - 1)
+        words[j], words[j + 1] = words[j + 1], words[j]
     return " ".join(words)
 
 
@@ -167,7 +176,8 @@ def build_text_demo(root: Path) -> tuple[Path, Path, Planted]:
     rng = random.Random(SEED)
     paragraphs = real_paragraphs()
     rng.shuffle(paragraphs)
-    base = paragraphs[:1200]
+    n_base = min(1200, len(paragraphs) - 80)
+    base = paragraphs[:n_base]
     rows: list[dict[str, str | None]] = []
     planted = Planted()
     for k, text in enumerate(base):
@@ -187,11 +197,8 @@ def build_text_demo(root: Path) -> tuple[Path, Path, Planted]:
         r = next(src)
         add(f"  {str(r['text']).upper()} ", "train", r["label"], "exact_duplicate", "dup")
     for _ in range(10):
-        r = next(src)
-        text = str(r["text"])
-        if len(text.split()) < 40:
-            continue
-        add(_mutate(text, rng, 2), "train", r["label"], "near_duplicate", "near")
+        r = next(r for r in src if len(str(r["text"])) >= 200)
+        add(_mutate(str(r["text"]), rng, 1), "train", r["label"], "near_duplicate", "near")
     for _ in range(8):
         r = next(src)
         rid = add(str(r["text"]), "test", r["label"], "split_leakage", "leak")
@@ -205,19 +212,20 @@ def build_text_demo(root: Path) -> tuple[Path, Path, Planted]:
         add(text, "train", "stdlib", "empty", "empty")
     for _ in range(4):
         r = next(src)
-        add(_mutate(str(r["text"]), rng, 0) + " (restated)", "train", None, "missing_label", "nolabel")
+        add(str(r["text"]) + " (restated)", "train", None, "missing_label", "nolabel")
     dup_id = str(rows[1]["id"])
     rows.append({"id": dup_id, "text": "An extra record that reuses an existing id by mistake.",
                  "label": "stdlib", "split": "train"})
     planted.add("duplicate_id", dup_id)
     # A held-out benchmark: unseen paragraphs plus a few that leaked into the training rows.
-    bench = [{"id": f"bench-{k}", "text": t} for k, t in enumerate(paragraphs[1200:1260])]
+    bench = [{"id": f"bench-{k}", "text": t} for k, t in enumerate(paragraphs[n_base:n_base + 60])]
     for k in range(6):
         r = next(src)
         bench.append({"id": f"bench-leak-{k}", "text": str(r["text"])})
         planted.add("contamination", str(r["id"]))
-    for k in range(4):  # a 13-word span of a benchmark item quoted inside a training record
-        quote = " ".join(str(paragraphs[1200 + k]).split()[:16])
+    long_bench = [b["text"] for b in bench if len(str(b["text"]).split()) >= 20]
+    for k in range(4):  # a 16-word span of a benchmark item quoted inside a training record
+        quote = " ".join(str(long_bench[k]).split()[:16])
         rid = add(f"As the benchmark says: {quote} and so on.", "train", "stdlib", "contamination", "quote")
         del rid
     data_path = root / "paragraphs.parquet"

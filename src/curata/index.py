@@ -2,16 +2,21 @@
 
 Search is brute force with faiss's binary flat index (SIMD popcount, multi-threaded),
 run in query blocks so memory stays bounded by the number of pairs found.  That is
-about 4e8 code comparisons per second on two cores for 64-bit codes: 20k codes take
-0.2 s, 200k about 20 s.  faiss's multi-index hashing was measured slower than this on
+about 2e9 code comparisons per second on two cores for 64-bit codes: 20k codes take
+0.2 s, 200k about 20 s, 1M several minutes.  faiss's multi-index hashing was measured slower than this on
 clustered image codes at useful radii (distance 10-12 of 64 bits), so it is not used.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-import faiss
+# faiss's OpenMP threads busy-wait between calls by default, which starves the image
+# decoding threads on small machines; an explicit user setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import faiss  # noqa: E402
 import numpy as np
 import numpy.typing as npt
 
