@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
@@ -30,15 +31,15 @@ def _tree_rss_bytes(pid: int) -> int:
     page = os.sysconf("SC_PAGE_SIZE")
     while stack:
         p = stack.pop()
-        try:
+        with contextlib.suppress(OSError, IndexError):
             total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * page
-        except (OSError, IndexError):
-            pass
         stack.extend(tree.get(p, []))
     return total
 
 
-def run_measured(cmd: Sequence[str], env: dict[str, str] | None = None, poll_s: float = 0.05) -> tuple[float, float, int]:
+def run_measured(
+    cmd: Sequence[str], env: dict[str, str] | None = None, poll_s: float = 0.05
+) -> tuple[float, float, int]:
     """Return (wall seconds, peak RSS of the process tree in MiB, exit code)."""
     start = time.perf_counter()
     proc = subprocess.Popen(list(cmd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import median_runs  # noqa: E402
+from _measure import median_runs
 
 FORTUNES = Path("/usr/share/games/fortunes")
 CLIPART = Path("/usr/share/openclipart/png")
@@ -70,7 +70,7 @@ def build_text(path: Path, n: int, seed: int = 0) -> None:
     pq.write_table(table, path, row_group_size=100_000)
 
 
-PEER_TEXT = r'''
+PEER_TEXT = r"""
 import sys, xxhash, unicodedata, pyarrow.parquet as pq, rensa
 texts = pq.read_table(sys.argv[1], columns=["text"]).column("text").to_pylist()
 seen = {}
@@ -89,9 +89,9 @@ for i, t in enumerate(norm):
     if not dedup.add(str(i), m):
         near += 1
 print(exact, near)
-'''
+"""
 
-PEER_IMAGES = r'''
+PEER_IMAGES = r"""
 import sys, numpy as np, imagehash
 from pathlib import Path
 from PIL import Image
@@ -110,11 +110,13 @@ for i in range(len(a)):
     d = np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(1)
     pairs += int((d <= 8).sum())
 print(len(codes), pairs)
-'''
+"""
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, one run (smoke test)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", default="250000,500000,1000000")
@@ -125,13 +127,28 @@ def main() -> None:
     results: dict[str, object] = {"runs": runs, "workers": args.workers, "text": [], "images": None}
     work = Path(tempfile.mkdtemp(prefix="curata-bench-"))
     try:
-        print(f"{'records':>10} {'curata s':>9} {'curata MiB':>10} {'rensa job s':>11} {'rensa MiB':>9} {'ratio':>6}")
+        print(
+            f"{'records':>10} {'curata s':>9} {'curata MiB':>10} "
+            f"{'rensa job s':>11} {'rensa MiB':>9} {'ratio':>6}"
+        )
         for n in sizes:
             data = work / f"text-{n}.parquet"
             build_text(data, n)
             out = work / f"out-{n}"
-            cmd = [PY, "-m", "curata.cli", "audit", str(data), "--out", str(out), "--workers",
-                   str(args.workers), "--workspace", str(work / f"ws-{n}-{{run}}"), "-q"]
+            cmd = [
+                PY,
+                "-m",
+                "curata.cli",
+                "audit",
+                str(data),
+                "--out",
+                str(out),
+                "--workers",
+                str(args.workers),
+                "--workspace",
+                str(work / f"ws-{n}-{{run}}"),
+                "-q",
+            ]
             walls = []
             peak = 0.0
             for run in range(runs):
@@ -144,13 +161,21 @@ def main() -> None:
             wall = walls[len(walls) // 2]
             peer_wall, peer_peak = median_runs([PY, "-c", PEER_TEXT, str(data)], runs)
             report = json.loads((out / "report.json").read_text())
-            row = {"records": n, "curata_s": round(wall, 2), "curata_peak_mib": round(peak),
-                   "rensa_job_s": round(peer_wall, 2), "rensa_peak_mib": round(peer_peak),
-                   "speedup_vs_rensa_job": round(peer_wall / wall, 2),
-                   "timings": report["timings"],
-                   "findings": {k: v["count"] for k, v in report["checks"].items() if v["status"] == "ok"}}
+            row = {
+                "records": n,
+                "curata_s": round(wall, 2),
+                "curata_peak_mib": round(peak),
+                "rensa_job_s": round(peer_wall, 2),
+                "rensa_peak_mib": round(peer_peak),
+                "speedup_vs_rensa_job": round(peer_wall / wall, 2),
+                "timings": report["timings"],
+                "findings": {k: v["count"] for k, v in report["checks"].items() if v["status"] == "ok"},
+            }
             results["text"].append(row)  # type: ignore[attr-defined]
-            print(f"{n:>10,} {wall:>9.1f} {peak:>10.0f} {peer_wall:>11.1f} {peer_peak:>9.0f} {peer_wall / wall:>5.2f}x")
+            print(
+                f"{n:>10,} {wall:>9.1f} {peak:>10.0f} "
+                f"{peer_wall:>11.1f} {peer_peak:>9.0f} {peer_wall / wall:>5.2f}x"
+            )
             data.unlink()
         if CLIPART.is_dir():
             out = work / "out-img"
@@ -158,8 +183,23 @@ def main() -> None:
             peak = 0.0
             for run in range(runs):
                 shutil.rmtree(out, ignore_errors=True)
-                w, p = median_runs([PY, "-m", "curata.cli", "audit", str(CLIPART), "--out", str(out), "--workers",
-                                    str(args.workers), "--workspace", str(work / f"ws-img-{run}"), "-q"], 1)
+                w, p = median_runs(
+                    [
+                        PY,
+                        "-m",
+                        "curata.cli",
+                        "audit",
+                        str(CLIPART),
+                        "--out",
+                        str(out),
+                        "--workers",
+                        str(args.workers),
+                        "--workspace",
+                        str(work / f"ws-img-{run}"),
+                        "-q",
+                    ],
+                    1,
+                )
                 walls.append(w)
                 peak = max(peak, p)
             walls.sort()
@@ -167,12 +207,20 @@ def main() -> None:
             report = json.loads((out / "report.json").read_text())
             peer_wall, peer_peak = median_runs([PY, "-c", PEER_IMAGES, str(CLIPART)], runs)
             n = report["input"]["num_rows"]
-            results["images"] = {"images": n, "curata_s": round(wall, 2), "curata_peak_mib": round(peak),
-                                 "imagehash_loop_s": round(peer_wall, 2), "imagehash_peak_mib": round(peer_peak),
-                                 "speedup": round(peer_wall / wall, 2), "timings": report["timings"]}
-            print(f"openclipart {n:,} images: curata audit {wall:.1f} s, peak {peak:.0f} MiB; "
-                  f"imagehash loop + brute-force pairs {peer_wall:.1f} s, peak {peer_peak:.0f} MiB "
-                  f"({peer_wall / wall:.2f}x)")
+            results["images"] = {
+                "images": n,
+                "curata_s": round(wall, 2),
+                "curata_peak_mib": round(peak),
+                "imagehash_loop_s": round(peer_wall, 2),
+                "imagehash_peak_mib": round(peer_peak),
+                "speedup": round(peer_wall / wall, 2),
+                "timings": report["timings"],
+            }
+            print(
+                f"openclipart {n:,} images: curata audit {wall:.1f} s, peak {peak:.0f} MiB; "
+                f"imagehash loop + brute-force pairs {peer_wall:.1f} s, peak {peer_peak:.0f} MiB "
+                f"({peer_wall / wall:.2f}x)"
+            )
         else:
             print("openclipart-png not installed (apt-get install openclipart-png): image audit skipped")
     finally:

@@ -64,7 +64,9 @@ def make_copy(img: Image.Image, kind: str) -> bytes:
     w, h = base.size
     if kind in ("resize50", "resize150"):
         f = 0.5 if kind == "resize50" else 1.5
-        return encode(base.resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.LANCZOS), "PNG")
+        return encode(
+            base.resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.LANCZOS), "PNG"
+        )
     if kind == "jpeg70":
         return encode(on_white(base), "JPEG", quality=70)
     if kind == "crop5":
@@ -141,8 +143,10 @@ def main() -> int:
     t_orig = time.perf_counter() - t0
     orig_err = orig_sig.column("error").to_pylist()
     ok = [i for i, e in enumerate(orig_err) if e is None]
-    print(f"image_signals on originals: {t_orig:.1f} s; errors: "
-          f"{ {str(paths[i].relative_to(ROOT)): e for i, e in enumerate(orig_err) if e} }")
+    print(
+        f"image_signals on originals: {t_orig:.1f} s; errors: "
+        f"{ {str(paths[i].relative_to(ROOT)): e for i, e in enumerate(orig_err) if e} }"
+    )
 
     # --- copies -----------------------------------------------------------------------------
     chosen = sorted(rng.sample(ok, min(args.copies, len(ok))))
@@ -228,9 +232,7 @@ def main() -> int:
         hits_all = 0
         for t in TRANSFORMS:
             items = copy_items[kind[copy_items] == t]
-            hits = sum(
-                (min(c, orig_pos[group[c]]), max(c, orig_pos[group[c]])) in found for c in items
-            )
+            hits = sum((min(c, orig_pos[group[c]]), max(c, orig_pos[group[c]])) in found for c in items)
             per[t] = hits / len(items)
             hits_all += hits
         cc = involves_copy[sel]
@@ -253,9 +255,11 @@ def main() -> int:
     chosen_eval = evaluate(settings.max_distance, settings.dhash_max_distance)
     print("\nthreshold grid (pHash d1, dHash d2): recall / precision all pairs / with a copy / false pairs")
     for g in grid:
-        print(f"  d1={g['max_distance']:2d} d2={g['dhash_max_distance']!s:>4}: recall {g['recall_overall']:.4f}"
-              f"  precision {g['precision_all_pairs']:.4f} / {g['precision_pairs_with_a_copy']:.4f}"
-              f"  false {g['false_pairs']}")
+        print(
+            f"  d1={g['max_distance']:2d} d2={g['dhash_max_distance']!s:>4}: recall {g['recall_overall']:.4f}"
+            f"  precision {g['precision_all_pairs']:.4f} / {g['precision_pairs_with_a_copy']:.4f}"
+            f"  false {g['false_pairs']}"
+        )
 
     # False positives of the chosen settings, for inspection.
     sel = dp <= settings.max_distance
@@ -263,9 +267,14 @@ def main() -> int:
         sel &= dd <= settings.dhash_max_distance
     corr = correct_mask(sel)
     false_examples = [
-        {"a": str(paths[int(a)].relative_to(ROOT)), "b": str(paths[int(b)].relative_to(ROOT)),
-         "phash_d": int(x), "dhash_d": int(y)}
-        for a, b, x, y, c in zip(ga[sel], gb[sel], dp[sel], dd[sel], corr, strict=True) if not c
+        {
+            "a": str(paths[int(a)].relative_to(ROOT)),
+            "b": str(paths[int(b)].relative_to(ROOT)),
+            "phash_d": int(x),
+            "dhash_d": int(y),
+        }
+        for a, b, x, y, c in zip(ga[sel], gb[sel], dp[sel], dd[sel], corr, strict=True)
+        if not c
     ][:40]
     n_natural = sum(natural_cache.values())
 
@@ -339,8 +348,11 @@ def main() -> int:
         "originals_with_copies": len(chosen),
         "copies": {t: len(chosen) for t in [*TRANSFORMS, "webp"]},
         "seed": args.seed,
-        "settings": {"max_distance": settings.max_distance, "dhash_max_distance": settings.dhash_max_distance,
-                     "fingerprint": settings.fingerprint()},
+        "settings": {
+            "max_distance": settings.max_distance,
+            "dhash_max_distance": settings.dhash_max_distance,
+            "fingerprint": settings.fingerprint(),
+        },
         "correctness_rule": (
             "pair correct if both derive from the same original, or their originals have identical "
             f"decoded pixels or 64x64-on-white RGB mean abs error <= {args.verify_mae}/255"
@@ -369,17 +381,25 @@ def main() -> int:
     for t, r in chosen_eval["recall_per_transform"].items():
         print(f"  recall {t:10s} {r:.4f}")
     print(f"  recall overall    {chosen_eval['recall_overall']:.4f}")
-    print(f"  precision (all reported pairs)     {chosen_eval['precision_all_pairs']:.4f} "
-          f"({chosen_eval['pairs_reported']} pairs, {chosen_eval['false_pairs']} false)")
+    print(
+        f"  precision (all reported pairs)     {chosen_eval['precision_all_pairs']:.4f} "
+        f"({chosen_eval['pairs_reported']} pairs, {chosen_eval['false_pairs']} false)"
+    )
     print(f"  precision (pairs with a copy)      {chosen_eval['precision_pairs_with_a_copy']:.4f}")
     print(f"  precision (original-original)      {chosen_eval['precision_original_pairs']:.4f}")
     print(f"  natural duplicate original pairs verified: {n_natural}")
-    print(f"exact (pixel_hash): webp lossless recall {exact['recall_webp_lossless']:.4f}, "
-          f"precision {exact['precision']:.4f} over {exact_pairs} equal-hash pairs")
-    print(f"throughput on {len(speed_paths)} files, median of {runs}: image_signals {ips_cur:.0f} img/s, "
-          f"imagehash.phash loop {ips_ih:.0f} img/s, ratio {ips_cur / ips_ih:.2f}x")
-    print(f"GOAL recall>=0.90 at precision>=0.99: {'MET' if goal else 'NOT MET'}; "
-          f"exact 1.0/1.0: {'MET' if exact_goal else 'NOT MET'}")
+    print(
+        f"exact (pixel_hash): webp lossless recall {exact['recall_webp_lossless']:.4f}, "
+        f"precision {exact['precision']:.4f} over {exact_pairs} equal-hash pairs"
+    )
+    print(
+        f"throughput on {len(speed_paths)} files, median of {runs}: image_signals {ips_cur:.0f} img/s, "
+        f"imagehash.phash loop {ips_ih:.0f} img/s, ratio {ips_cur / ips_ih:.2f}x"
+    )
+    print(
+        f"GOAL recall>=0.90 at precision>=0.99: {'MET' if goal else 'NOT MET'}; "
+        f"exact 1.0/1.0: {'MET' if exact_goal else 'NOT MET'}"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

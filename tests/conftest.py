@@ -12,12 +12,64 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-WORDS = (
-    "data model train label image text audit record cluster split leak noise clean sample batch "
-    "vector signal hash shingle window river mountain forest ocean desert city garden market "
-    "engine wheel bridge tower castle harbor island valley meadow canyon glacier volcano prairie "
-    "apple banana cherry grape lemon mango olive peach pear plum berry melon orange kiwi lime"
-).split()
+WORDS = [
+    "data",
+    "model",
+    "train",
+    "label",
+    "image",
+    "text",
+    "audit",
+    "record",
+    "cluster",
+    "split",
+    "leak",
+    "noise",
+    "clean",
+    "sample",
+    "batch",
+    "vector",
+    "signal",
+    "hash",
+    "shingle",
+    "window",
+    "river",
+    "mountain",
+    "forest",
+    "ocean",
+    "desert",
+    "city",
+    "garden",
+    "market",
+    "engine",
+    "wheel",
+    "bridge",
+    "tower",
+    "castle",
+    "harbor",
+    "island",
+    "valley",
+    "meadow",
+    "canyon",
+    "glacier",
+    "volcano",
+    "prairie",
+    "apple",
+    "banana",
+    "cherry",
+    "grape",
+    "lemon",
+    "mango",
+    "olive",
+    "peach",
+    "pear",
+    "plum",
+    "berry",
+    "melon",
+    "orange",
+    "kiwi",
+    "lime",
+]
 
 
 def random_text(rng: random.Random, n_words: int = 30) -> str:

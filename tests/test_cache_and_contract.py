@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import encode, pattern_image, random_text, write_image_folder, write_parquet
 
 from curata.audit import audit
+
+from conftest import encode, pattern_image, random_text, write_image_folder, write_parquet
 
 CONTRACT_TOOL = Path(__file__).resolve().parents[2] / "shared" / "tools" / "check_findings.py"
 
@@ -57,15 +58,21 @@ def test_process_pool_matches_single_process(tmp_path: Path) -> None:
     assert one.findings.num_rows == 5
 
 
-@pytest.mark.skipif(not CONTRACT_TOOL.exists(), reason="../shared/tools/check_findings.py not beside the repo")
+@pytest.mark.skipif(
+    not CONTRACT_TOOL.exists(), reason="../shared/tools/check_findings.py not beside the repo"
+)
 def test_output_follows_findings_contract(tmp_path: Path) -> None:
     rng = random.Random(10)
     rows = [{"id": f"x{i}", "text": random_text(rng, 30), "split": "train"} for i in range(20)]
-    rows += [{"id": "dup", "text": rows[0]["text"], "split": "test"}, {"id": "x3", "text": "", "split": "train"}]
+    rows += [
+        {"id": "dup", "text": rows[0]["text"], "split": "test"},
+        {"id": "x3", "text": "", "split": "train"},
+    ]
     data = write_parquet(tmp_path / "d.parquet", rows)
     audit(data, tmp_path / "out", workers=1)
     assert pq.read_table(tmp_path / "out" / "findings.parquet").num_rows >= 3
-    proc = subprocess.run([sys.executable, str(CONTRACT_TOOL), str(tmp_path / "out")], capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, str(CONTRACT_TOOL), str(tmp_path / "out")], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "contract holds" in proc.stdout

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from conftest import edit_words, encode, pattern_image, random_text, write_image_folder, write_parquet
 from PIL import Image
 
 from curata.audit import AuditResult, audit
+
+from conftest import edit_words, encode, pattern_image, random_text, write_image_folder, write_parquet
 
 
 def found(result: AuditResult, check: str) -> dict[str, str | None]:
@@ -23,8 +24,12 @@ def found(result: AuditResult, check: str) -> dict[str, str | None]:
 def text_rows(n: int = 40, seed: int = 1) -> list[dict[str, object]]:
     rng = random.Random(seed)
     return [
-        {"id": f"doc-{i}", "text": random_text(rng, 60), "label": "a" if i % 2 else "b",
-         "split": "test" if i >= n - 10 else "train"}
+        {
+            "id": f"doc-{i}",
+            "text": random_text(rng, 60),
+            "label": "a" if i % 2 else "b",
+            "split": "test" if i >= n - 10 else "train",
+        }
         for i in range(n)
     ]
 
@@ -35,7 +40,12 @@ def planted_text(tmp_path: Path) -> tuple[Path, Path]:
     rows = text_rows()
     t = {r["id"]: str(r["text"]) for r in rows}
     rows += [
-        {"id": "exact", "text": "  " + t["doc-1"].upper().replace(" ", "   ") + "\n", "label": "a", "split": "train"},
+        {
+            "id": "exact",
+            "text": "  " + t["doc-1"].upper().replace(" ", "   ") + "\n",
+            "label": "a",
+            "split": "train",
+        },
         {"id": "near", "text": edit_words(t["doc-2"], rng, 1), "label": "b", "split": "train"},
         {"id": "conflict", "text": t["doc-3"], "label": "b", "split": "train"},
         {"id": "leak", "text": t["doc-4"], "label": "b", "split": "test"},
@@ -69,7 +79,8 @@ def test_planted_text_problems_are_found(planted_text: tuple[Path, Path], tmp_pa
     assert found(result, "contamination") == {"doc-5": "r-exact", "doc-6": "r-near", "doc-7": "r-quote"}
     modes = {
         r["record_id"]: json.loads(r["evidence"])["mode"]
-        for r in result.findings.to_pylist() if r["check"] == "contamination"
+        for r in result.findings.to_pylist()
+        if r["check"] == "contamination"
     }
     assert modes == {"doc-5": "exact", "doc-6": "near", "doc-7": "ngram"}
     assert all(status["status"] != "failed" for status in result.report["checks"].values())
@@ -77,7 +88,9 @@ def test_planted_text_problems_are_found(planted_text: tuple[Path, Path], tmp_pa
 
 def test_clean_text_gives_no_findings(tmp_path: Path) -> None:
     data = write_parquet(tmp_path / "clean.parquet", text_rows())
-    ref = write_parquet(tmp_path / "ref.parquet", [{"text": random_text(random.Random(42), 50)} for _ in range(5)])
+    ref = write_parquet(
+        tmp_path / "ref.parquet", [{"text": random_text(random.Random(42), 50)} for _ in range(5)]
+    )
     result = audit(data, tmp_path / "out", references=[ref], workers=1)
     assert result.findings.num_rows == 0
     ran = {n for n, s in result.report["checks"].items() if s["status"] == "ok"}
@@ -91,7 +104,9 @@ def test_near_duplicate_threshold_is_configurable(planted_text: tuple[Path, Path
     from curata.signals.pipeline import SignalSettings
     from curata.signals.text import MinHashSettings
 
-    strict = AuditSettings(signals=replace(SignalSettings(), minhash=replace(MinHashSettings(), min_jaccard=0.99)))
+    strict = AuditSettings(
+        signals=replace(SignalSettings(), minhash=replace(MinHashSettings(), min_jaccard=0.99))
+    )
     result = audit(planted_text[0], tmp_path / "out", workers=1, settings=strict)
     assert found(result, "near_duplicate") == {}
 
@@ -118,8 +133,9 @@ def test_planted_image_problems_are_found(tmp_path: Path) -> None:
     layout["train/unlabelled.png"] = encode(pattern_image(100))
     layout["train/cat/notes.txt"] = b"not an image"
     data = write_image_folder(tmp_path / "images", layout)
-    ref = write_image_folder(tmp_path / "bench", {"x/b0.png": encode(pattern_image(9)),
-                                                  "x/b1.png": encode(pattern_image(500))})
+    ref = write_image_folder(
+        tmp_path / "bench", {"x/b0.png": encode(pattern_image(9)), "x/b1.png": encode(pattern_image(500))}
+    )
     result = audit(data, tmp_path / "out", references=[ref], workers=1)
     assert found(result, "exact_duplicate") == {
         "train/cat/exact.webp": "train/cat/003.png",
@@ -142,8 +158,9 @@ def test_clean_images_give_no_findings(tmp_path: Path) -> None:
     assert result.report["checks"]["near_duplicate"]["status"] == "ok"
 
 
-def test_a_crashing_check_is_reported_not_raised(planted_text: tuple[Path, Path], tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_crashing_check_is_reported_not_raised(
+    planted_text: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from curata.checks.duplicates import NearDuplicateCheck
     from curata.errors import CheckFailedError
 

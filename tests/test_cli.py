@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import random_text, write_parquet
 from typer.testing import CliRunner
 
 from curata.cli import app
+
+from conftest import random_text, write_parquet
 
 runner = CliRunner()
 
@@ -39,8 +40,9 @@ def test_ok_exit_zero_and_summary(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("fail_on", "code"), [("error", 1), ("warning", 1)])
 def test_fail_on_gives_exit_one(tmp_path: Path, fail_on: str, code: int) -> None:
     data = write_parquet(tmp_path / "d.parquet", rows_with_leak())
-    res = runner.invoke(app, ["audit", str(data), "-o", str(tmp_path / "out"), "--fail-on", fail_on,
-                              "--workers", "1", "-q"])
+    res = runner.invoke(
+        app, ["audit", str(data), "-o", str(tmp_path / "out"), "--fail-on", fail_on, "--workers", "1", "-q"]
+    )
     assert res.exit_code == code
 
 
@@ -48,17 +50,20 @@ def test_fail_on_error_passes_with_only_warnings(tmp_path: Path) -> None:
     rng = random.Random(4)
     rows = [{"id": f"r{i}", "text": random_text(rng, 40)} for i in range(5)] + [{"id": "e", "text": ""}]
     data = write_parquet(tmp_path / "d.parquet", rows)
-    res = runner.invoke(app, ["audit", str(data), "-o", str(tmp_path / "o1"), "--fail-on", "error", "-q",
-                              "--workers", "1"])
+    res = runner.invoke(
+        app, ["audit", str(data), "-o", str(tmp_path / "o1"), "--fail-on", "error", "-q", "--workers", "1"]
+    )
     assert res.exit_code == 0
-    res = runner.invoke(app, ["audit", str(data), "-o", str(tmp_path / "o2"), "--fail-on", "warning", "-q",
-                              "--workers", "1"])
+    res = runner.invoke(
+        app, ["audit", str(data), "-o", str(tmp_path / "o2"), "--fail-on", "warning", "-q", "--workers", "1"]
+    )
     assert res.exit_code == 1
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "curata.cli", *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "curata.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_bad_input_is_one_line_exit_two(tmp_path: Path) -> None:
@@ -84,8 +89,12 @@ def test_bad_input_is_one_line_exit_two(tmp_path: Path) -> None:
 )
 def test_usage_errors_name_the_problem(tmp_path: Path, args: list[str], needle: str) -> None:
     data = write_parquet(tmp_path / "d.parquet", rows_with_leak())
-    args = [a.replace("DATA", str(data)).replace("OUT", str(tmp_path / "out")).replace(
-        "MISSING", str(tmp_path / "missing.parquet")) for a in args]
+    args = [
+        a.replace("DATA", str(data))
+        .replace("OUT", str(tmp_path / "out"))
+        .replace("MISSING", str(tmp_path / "missing.parquet"))
+        for a in args
+    ]
     res = runner.invoke(app, ["audit", *args])
     assert res.exit_code == 2, res.output
     assert needle.lower() in res.output.lower()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -54,7 +56,9 @@ def _row(data: bytes | None) -> dict[str, object]:
 
 
 def _dist(a: bytes, b: bytes) -> int:
-    return int(np.unpackbits(np.bitwise_xor(np.frombuffer(a[:8], np.uint8), np.frombuffer(b[:8], np.uint8))).sum())
+    return int(
+        np.unpackbits(np.bitwise_xor(np.frombuffer(a[:8], np.uint8), np.frombuffer(b[:8], np.uint8))).sum()
+    )
 
 
 def test_bad_inputs_give_errors_not_exceptions() -> None:
@@ -94,11 +98,18 @@ def test_decode_image_raises_input_error() -> None:
 
 
 def test_decompression_bomb_is_rejected() -> None:
-    # A 1-bit 20000x20000 PNG is tiny on disk but 400 Mpx decoded.
-    data = _encode(Image.new("1", (20000, 20000)), "PNG")
-    assert len(data) < 200_000
-    row = _row(data)
-    assert row["error"] == "too many pixels"
+    # Only the header matters: it promises 30000x30000 pixels, far over the limit.
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0))
+    data = b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    assert _row(data)["error"] == "too many pixels"
+    # 10000x10000 is over curata's limit but under Pillow's hard error limit.
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 10000, 10000, 8, 0, 0, 0, 0))
+    data = b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    with pytest.warns(Image.DecompressionBombWarning):
+        assert _row(data)["error"] == "too many pixels"
 
 
 def test_png_and_lossless_webp_share_pixel_hash() -> None:
@@ -157,7 +168,11 @@ def test_cross_pairs() -> None:
     imgs = [_scene(s) for s in range(30, 34)]
     a = image_signals([_encode(i, "PNG") for i in imgs], SETTINGS).column("phash")
     b = image_signals(
-        [_encode(_scene(40), "PNG"), _encode(imgs[2], "JPEG", quality=75), _encode(imgs[0].resize((80, 60)), "PNG")],
+        [
+            _encode(_scene(40), "PNG"),
+            _encode(imgs[2], "JPEG", quality=75),
+            _encode(imgs[0].resize((80, 60)), "PNG"),
+        ],
         SETTINGS,
     ).column("phash")
     pairs, _ = cross_near_duplicate_pairs(a, b, SETTINGS)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from curata.audit import AuditResult, AuditSettings, audit  # noqa: E402
-from curata.dataset import Dataset, Roles  # noqa: E402
-from curata.errors import ConfigError, CurataError, InputError, MissingDependencyError  # noqa: E402
-from curata.io import read_dataset  # noqa: E402
+from curata.audit import AuditResult, AuditSettings, audit
+from curata.dataset import Dataset, Roles
+from curata.errors import ConfigError, CurataError, InputError, MissingDependencyError
+from curata.io import read_dataset
 
 __all__ = [
     "AuditResult",

@@ -104,8 +104,13 @@ def audit(
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    roles = dict(id_column=id_column, text_column=text_column, image_column=image_column,
-                 label_column=label_column, split_column=split_column)
+    roles = dict(
+        id_column=id_column,
+        text_column=text_column,
+        image_column=image_column,
+        label_column=label_column,
+        split_column=split_column,
+    )
     dataset = read_dataset(data, **roles)
     refs: list[Dataset] = []
     for ref_path in references:
@@ -165,8 +170,15 @@ def run_checks(context: Context, settings: AuditSettings) -> tuple[pa.Table, dic
     status: dict[str, dict[str, Any]] = {}
     for name, cls in registered_checks().items():
         check = cls()
-        entry: dict[str, Any] = {"status": "ok", "count": 0, "by_severity": {}, "error": None,
-                                 "reason": None, "seconds": 0.0, "description": cls.description}
+        entry: dict[str, Any] = {
+            "status": "ok",
+            "count": 0,
+            "by_severity": {},
+            "error": None,
+            "reason": None,
+            "seconds": 0.0,
+            "description": cls.description,
+        }
         status[name] = entry
         if (settings.checks is not None and name not in settings.checks) or name in settings.skip:
             entry.update(status="skipped", reason="not selected")
@@ -181,8 +193,9 @@ def run_checks(context: Context, settings: AuditSettings) -> tuple[pa.Table, dic
         except Exception as exc:
             if settings.strict:
                 raise CheckFailedError(f"check '{name}' failed: {exc}") from exc
-            entry.update(status="failed", error=f"{type(exc).__name__}: {exc}",
-                         traceback=traceback.format_exc(limit=8))
+            entry.update(
+                status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8)
+            )
             table = empty_findings()
         entry["seconds"] = round(time.perf_counter() - t, 4)
         entry["count"] = table.num_rows
@@ -194,7 +207,8 @@ def run_checks(context: Context, settings: AuditSettings) -> tuple[pa.Table, dic
 def _worst_severity(findings: pa.Table) -> str | None:
     if findings.num_rows == 0:
         return None
-    return max(set(findings.column("severity").to_pylist()), key=lambda s: SEVERITY_RANK[s])
+    worst: str = max(set(findings.column("severity").to_pylist()), key=lambda s: SEVERITY_RANK[s])
+    return worst
 
 
 def exit_code_for(findings: pa.Table, fail_on: str | None) -> int:

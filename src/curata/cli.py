@@ -30,28 +30,40 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 @app.command()
 def audit(
-    data: Annotated[Path, typer.Argument(help="Parquet/CSV/JSONL file or folder, image folder, or HF folder.")],
+    data: Annotated[
+        Path, typer.Argument(help="Parquet/CSV/JSONL file or folder, image folder, or HF folder.")
+    ],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for findings and reports.")],
-    reference: Annotated[list[Path] | None, typer.Option(
-        "--reference", "-r", help="Reference dataset(s) to check contamination against.")] = None,
+    reference: Annotated[
+        list[Path] | None,
+        typer.Option("--reference", "-r", help="Reference dataset(s) to check contamination against."),
+    ] = None,
     id_column: Annotated[str | None, typer.Option(help="Column holding record ids.")] = None,
     text_column: Annotated[str | None, typer.Option(help="Column holding text.")] = None,
     image_column: Annotated[str | None, typer.Option(help="Column holding image paths or bytes.")] = None,
     label_column: Annotated[str | None, typer.Option(help="Column holding labels.")] = None,
     split_column: Annotated[str | None, typer.Option(help="Column holding split names.")] = None,
-    fail_on: Annotated[str | None, typer.Option(
-        help="Exit 1 when a finding is at or above this severity (error|warning).")] = None,
+    fail_on: Annotated[
+        str | None, typer.Option(help="Exit 1 when a finding is at or above this severity (error|warning).")
+    ] = None,
     engine: Annotated[str, typer.Option(help="Execution engine (local).")] = "local",
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
-    workspace: Annotated[Path | None, typer.Option(
-        help="Signal cache folder (default: .curata beside OUT).")] = None,
+    workspace: Annotated[
+        Path | None, typer.Option(help="Signal cache folder (default: .curata beside OUT).")
+    ] = None,
     checks: Annotated[str | None, typer.Option(help="Comma-separated checks to run (default: all).")] = None,
     skip: Annotated[str | None, typer.Option(help="Comma-separated checks to skip.")] = None,
     min_jaccard: Annotated[float, typer.Option(help="Text near-duplicate Jaccard threshold.")] = 0.8,
     ngram: Annotated[int, typer.Option(help="Word n-gram size for n-gram contamination.")] = 13,
-    min_ngram_overlap: Annotated[float, typer.Option(
-        help="Share of a record's n-grams found in a reference to count (0 = any, the GPT-3 rule).")] = 0.0,
-    strict: Annotated[bool, typer.Option(help="Re-raise a check that crashes instead of reporting it.")] = False,
+    min_ngram_overlap: Annotated[
+        float,
+        typer.Option(
+            help="Share of a record's n-grams found in a reference to count (0 = any, the GPT-3 rule)."
+        ),
+    ] = 0.0,
+    strict: Annotated[
+        bool, typer.Option(help="Re-raise a check that crashes instead of reporting it.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary table.")] = False,
 ) -> None:
     """Audit DATA and write findings.parquet, report.json and report.html to OUT."""
@@ -77,11 +89,20 @@ def audit(
             skip=tuple(c.strip() for c in skip.split(",") if c.strip()) if skip else (),
             strict=strict,
         )
-        with err.status("auditing…", spinner="dots") if not quiet and err.is_terminal else _null():
+        with err.status("auditing…", spinner="dots") if not quiet and err.is_terminal else _NullContext():
             result = run_audit(
-                data, out_dir, references=reference or (), id_column=id_column, text_column=text_column,
-                image_column=image_column, label_column=label_column, split_column=split_column,
-                settings=settings, engine=engine, workers=workers, workspace=workspace,
+                data,
+                out_dir,
+                references=reference or (),
+                id_column=id_column,
+                text_column=text_column,
+                image_column=image_column,
+                label_column=label_column,
+                split_column=split_column,
+                settings=settings,
+                engine=engine,
+                workers=workers,
+                workspace=workspace,
             )
     except CurataError as exc:
         _fail(str(exc))
@@ -90,7 +111,7 @@ def audit(
     raise typer.Exit(result.exit_code)
 
 
-class _null:
+class _NullContext:
     def __enter__(self) -> None:
         return None
 
@@ -116,7 +137,8 @@ def print_summary(report: dict[str, object], out_dir: Path) -> None:
 @app.command()
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where the demo data and report go.")] = Path(
-        "demo-out"),
+        "demo-out"
+    ),
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
 ) -> None:
     """Build a demo dataset from real data with planted problems, audit it, compare."""

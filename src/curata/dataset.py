@@ -65,7 +65,7 @@ class Dataset:
     @property
     def num_rows(self) -> int:
         """Number of records."""
-        return self.table.num_rows
+        return int(self.table.num_rows)
 
     @property
     def modality(self) -> Literal["text", "image", "none"]:

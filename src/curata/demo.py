@@ -74,8 +74,13 @@ def build_image_demo(root: Path) -> tuple[Path, Path, Planted]:
 
     for _ in range(8):  # exact duplicates: the same picture re-encoded as lossless WebP
         i = next(picks)
-        rel = copy(i, "train", digits.target[i], f"{i:05d}_copy.webp",
-                   _encode(_digit_png(digits.images[i]), "WEBP", lossless=True))
+        rel = copy(
+            i,
+            "train",
+            digits.target[i],
+            f"{i:05d}_copy.webp",
+            _encode(_digit_png(digits.images[i]), "WEBP", lossless=True),
+        )
         planted.add("exact_duplicate", rel)
     for _ in range(8):  # near duplicates: resized and brightened
         i = next(picks)
@@ -154,11 +159,44 @@ def real_paragraphs(min_chars: int = 60) -> list[str]:
 
 
 STDLIB_MODULES = (
-    "argparse", "ast", "asyncio", "bisect", "calendar", "collections", "csv", "dataclasses", "datetime",
-    "decimal", "difflib", "email.message", "enum", "fractions", "functools", "heapq", "http.client",
-    "inspect", "itertools", "json", "logging", "os", "pathlib", "random", "re", "shutil", "socket",
-    "sqlite3", "statistics", "string", "subprocess", "tarfile", "textwrap", "threading", "typing",
-    "unittest", "urllib.parse", "zipfile",
+    "argparse",
+    "ast",
+    "asyncio",
+    "bisect",
+    "calendar",
+    "collections",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "email.message",
+    "enum",
+    "fractions",
+    "functools",
+    "heapq",
+    "http.client",
+    "inspect",
+    "itertools",
+    "json",
+    "logging",
+    "os",
+    "pathlib",
+    "random",
+    "re",
+    "shutil",
+    "socket",
+    "sqlite3",
+    "statistics",
+    "string",
+    "subprocess",
+    "tarfile",
+    "textwrap",
+    "threading",
+    "typing",
+    "unittest",
+    "urllib.parse",
+    "zipfile",
 )
 
 
@@ -181,8 +219,14 @@ def build_text_demo(root: Path) -> tuple[Path, Path, Planted]:
     rows: list[dict[str, str | None]] = []
     planted = Planted()
     for k, text in enumerate(base):
-        rows.append({"id": f"doc-{k:05d}", "text": text, "label": "sklearn" if "dataset" in text.lower() else "stdlib",
-                     "split": "test" if k % 5 == 0 else "train"})
+        rows.append(
+            {
+                "id": f"doc-{k:05d}",
+                "text": text,
+                "label": "sklearn" if "dataset" in text.lower() else "stdlib",
+                "split": "test" if k % 5 == 0 else "train",
+            }
+        )
     train_rows = [r for r in rows if r["split"] == "train"]
     src: Iterator[dict[str, str | None]] = iter(train_rows)
 
@@ -208,17 +252,23 @@ def build_text_demo(root: Path) -> tuple[Path, Path, Planted]:
         other = "stdlib" if r["label"] == "sklearn" else "sklearn"
         rid = add(str(r["text"]), "train", other, "conflicting_labels", "conflict")
         planted.add("exact_duplicate", rid)
-    for text in ("", "   ", None):
-        add(text, "train", "stdlib", "empty", "empty")
+    for blank in ("", "   ", None):
+        add(blank, "train", "stdlib", "empty", "empty")
     for _ in range(4):
         r = next(src)
         add(str(r["text"]) + " (restated)", "train", None, "missing_label", "nolabel")
     dup_id = str(rows[1]["id"])
-    rows.append({"id": dup_id, "text": "An extra record that reuses an existing id by mistake.",
-                 "label": "stdlib", "split": "train"})
+    rows.append(
+        {
+            "id": dup_id,
+            "text": "An extra record that reuses an existing id by mistake.",
+            "label": "stdlib",
+            "split": "train",
+        }
+    )
     planted.add("duplicate_id", dup_id)
     # A held-out benchmark: unseen paragraphs plus a few that leaked into the training rows.
-    bench = [{"id": f"bench-{k}", "text": t} for k, t in enumerate(paragraphs[n_base:n_base + 60])]
+    bench = [{"id": f"bench-{k}", "text": t} for k, t in enumerate(paragraphs[n_base : n_base + 60])]
     for k in range(6):
         r = next(src)
         bench.append({"id": f"bench-leak-{k}", "text": str(r["text"])})
@@ -241,12 +291,20 @@ def build_text_demo(root: Path) -> tuple[Path, Path, Planted]:
 def compare(planted: Planted, findings: pa.Table) -> list[tuple[str, int, int, int]]:
     """Per check: (name, planted, planted and found, found in total)."""
     found: dict[str, set[str]] = {}
-    for check, rid in zip(findings.column("check").to_pylist(), findings.column("record_id").to_pylist(),
-                          strict=True):
+    for check, rid in zip(
+        findings.column("check").to_pylist(), findings.column("record_id").to_pylist(), strict=True
+    ):
         found.setdefault(check, set()).add(rid)
     names = sorted(set(planted.expected) | set(found))
-    return [(n, len(planted.expected.get(n, set())), len(planted.expected.get(n, set()) & found.get(n, set())),
-             len(found.get(n, set()))) for n in names]
+    return [
+        (
+            n,
+            len(planted.expected.get(n, set())),
+            len(planted.expected.get(n, set()) & found.get(n, set())),
+            len(found.get(n, set())),
+        )
+        for n in names
+    ]
 
 
 def run_demo(out: Path, workers: int | None = None, console: Console | None = None) -> int:
@@ -275,6 +333,9 @@ def run_demo(out: Path, workers: int | None = None, console: Console | None = No
             table.add_row(check, str(n_planted), f"[{style}]{n_hit}[/]", str(n_found))
         console.print(table)
         console.print(f"report: {(report_dir / 'report.html').resolve()}")
-    console.print("[green]every planted problem was found[/]" if missed == 0
-                  else f"[red]{missed} planted problem(s) were not found[/]")
+    console.print(
+        "[green]every planted problem was found[/]"
+        if missed == 0
+        else f"[red]{missed} planted problem(s) were not found[/]"
+    )
     return 0 if missed == 0 else 1

@@ -16,7 +16,7 @@ from typing import Any
 # decoding threads on small machines; an explicit user setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import faiss  # noqa: E402
+import faiss
 import numpy as np
 import numpy.typing as npt
 

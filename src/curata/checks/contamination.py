@@ -91,9 +91,14 @@ class ContaminationCheck(Check):
             label = f"reference {ref_index}" if len(context.references) > 1 else "the reference"
             for row in sorted(matches):
                 m = matches[row]
-                out.add(ids[row], related_id=str(ref_ids[m.ref_row]), score=m.score, severity="error",
-                        message=f"{m.detail} record {ref_ids[m.ref_row]} of {label} ({ref.source})",
-                        evidence={"mode": m.mode, "reference": ref.source, "reference_index": ref_index})
+                out.add(
+                    ids[row],
+                    related_id=str(ref_ids[m.ref_row]),
+                    score=m.score,
+                    severity="error",
+                    message=f"{m.detail} record {ref_ids[m.ref_row]} of {label} ({ref.source})",
+                    evidence={"mode": m.mode, "reference": ref.source, "reference_index": ref_index},
+                )
         return out.table()
 
 
@@ -183,7 +188,9 @@ def _ngram_matches(data: Dataset, ref: Dataset, settings: ContaminationSettings)
             docs = ref_doc_sorted[pos_clipped[lo:hi][hit[lo:hi]]]
             ref_row = int(np.bincount(docs).argmax())
             out[int(rows[local])] = _Match(
-                ref_row, 0.5 + 0.5 * overlap, "ngram",
+                ref_row,
+                0.5 + 0.5 * overlap,
+                "ngram",
                 f"shares {int(counts[local])} of its {int(sizes[local])} word {n}-grams ({overlap:.0%}) with",
             )
     return out

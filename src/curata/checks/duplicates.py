@@ -37,10 +37,15 @@ class ExactDuplicateCheck(Check):
         for row in np.flatnonzero((exact.group >= 0) & (exact.group != np.arange(len(exact.group)))):
             rep = int(exact.group[row])
             key = exact.keys[row] or ""
-            out.add(ids[row], related_id=ids[rep], group_id=f"exact-{key[:16]}", score=1.0,
-                    severity="warning",
-                    message=f"identical {what} to {ids[rep]} ({sizes[rep]} copies in this group)",
-                    evidence={"group_size": sizes[rep]})
+            out.add(
+                ids[row],
+                related_id=ids[rep],
+                group_id=f"exact-{key[:16]}",
+                score=1.0,
+                severity="warning",
+                message=f"identical {what} to {ids[rep]} ({sizes[rep]} copies in this group)",
+                evidence={"group_size": sizes[rep]},
+            )
         return out.table()
 
 
@@ -73,8 +78,10 @@ class NearDuplicateCheck(Check):
         by_label: dict[int, list[int]] = {}
         for row in involved.tolist():
             by_label.setdefault(int(labels[row]), []).append(row)
-        direct = {(int(a), int(b)): float(s) for (a, b), s in zip(near.pairs.tolist(), near.similarity.tolist(),
-                                                                  strict=True)}
+        direct = {
+            (int(a), int(b)): float(s)
+            for (a, b), s in zip(near.pairs.tolist(), near.similarity.tolist(), strict=True)
+        }
         measure = "Jaccard" if context.dataset.modality == "text" else "similarity"
         rank = shared_rank(context)
         for members in by_label.values():
@@ -82,10 +89,15 @@ class NearDuplicateCheck(Check):
             rep = members[0]
             for row in members[1:]:
                 sim = direct.get((min(rep, row), max(rep, row)), best[row])
-                out.add(ids[row], related_id=ids[rep], group_id=f"near-{ids[rep]}", score=sim,
-                        severity="warning",
-                        message=f"near duplicate of {ids[rep]} ({measure} {sim:.2f}, cluster of {len(members)})",
-                        evidence={"similarity": round(sim, 4), "cluster_size": len(members)})
+                out.add(
+                    ids[row],
+                    related_id=ids[rep],
+                    group_id=f"near-{ids[rep]}",
+                    score=sim,
+                    severity="warning",
+                    message=f"near duplicate of {ids[rep]} ({measure} {sim:.2f}, cluster of {len(members)})",
+                    evidence={"similarity": round(sim, 4), "cluster_size": len(members)},
+                )
         return out.table()
 
 
@@ -118,11 +130,21 @@ class ConflictingLabelsCheck(Check):
                 if label == majority:
                     continue
                 sim = clusters.pair_similarity(row, anchor)
-                out.add(ids[row], related_id=ids[anchor], group_id=f"dup-{ids[first]}", score=sim,
-                        severity="error",
-                        message=f"labelled '{label}' but {ids[anchor]} with {'the same' if sim >= 1.0 else 'nearly the same'} content is '{majority}'",
-                        evidence={"label": label, "other_label": majority, "labels": dict(counts),
-                                  "similarity": round(sim, 4)})
+                same = "the same" if sim >= 1.0 else "nearly the same"
+                out.add(
+                    ids[row],
+                    related_id=ids[anchor],
+                    group_id=f"dup-{ids[first]}",
+                    score=sim,
+                    severity="error",
+                    message=f"labelled '{label}' but {ids[anchor]} with {same} content is '{majority}'",
+                    evidence={
+                        "label": label,
+                        "other_label": majority,
+                        "labels": dict(counts),
+                        "similarity": round(sim, 4),
+                    },
+                )
         return out.table()
 
 
@@ -159,8 +181,13 @@ class SplitLeakageCheck(Check):
                     continue
                 sim = clusters.pair_similarity(row, anchor)
                 kind = "identical" if sim >= 1.0 else "near-duplicate"
-                out.add(ids[row], related_id=ids[anchor], group_id=f"dup-{ids[first]}", score=sim,
-                        severity="error",
-                        message=f"{split} record is {kind} to {earliest} record {ids[anchor]}",
-                        evidence={"split": split, "other_split": earliest, "similarity": round(sim, 4)})
+                out.add(
+                    ids[row],
+                    related_id=ids[anchor],
+                    group_id=f"dup-{ids[first]}",
+                    score=sim,
+                    severity="error",
+                    message=f"{split} record is {kind} to {earliest} record {ids[anchor]}",
+                    evidence={"split": split, "other_split": earliest, "similarity": round(sim, 4)},
+                )
         return out.table()

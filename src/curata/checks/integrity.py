@@ -38,8 +38,13 @@ class CorruptCheck(Check):
         for row, (err, size) in enumerate(zip(errors, n_bytes, strict=True)):
             if err is None or size == 0:
                 continue
-            out.add(ids[row], score=1.0, severity="error", message=f"cannot decode image: {err}",
-                    evidence={"error": err, "bytes": size})
+            out.add(
+                ids[row],
+                score=1.0,
+                severity="error",
+                message=f"cannot decode image: {err}",
+                evidence={"error": err, "bytes": size},
+            )
         return out.table()
 
 
@@ -66,9 +71,9 @@ class EmptyCheck(Check):
                 what = "text is missing" if is_null[row] else "text is empty or whitespace only"
                 out.add(ids[row], score=1.0, severity="warning", message=what)
         else:
-            for row, size in enumerate(signals.column("n_bytes").to_pylist()):
+            for i, size in enumerate(signals.column("n_bytes").to_pylist()):
                 if size == 0:
-                    out.add(ids[row], score=1.0, severity="warning", message="image file is empty (0 bytes)")
+                    out.add(ids[i], score=1.0, severity="warning", message="image file is empty (0 bytes)")
         return out.table()
 
 
@@ -113,8 +118,13 @@ class DuplicateIdCheck(Check):
         for rid, rows in rows_by_id.items():
             if len(rows) < 2:
                 continue
+            shown = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
             for row in rows[1:]:
-                out.add(rid, score=1.0, severity="error",
-                        message=f"id '{rid}' is used by {len(rows)} records (rows {', '.join(map(str, rows[:5]))})",
-                        evidence={"row": row, "rows": rows[:20]})
+                out.add(
+                    rid,
+                    score=1.0,
+                    severity="error",
+                    message=f"id '{rid}' is used by {len(rows)} records (rows {shown})",
+                    evidence={"row": row, "rows": rows[:20]},
+                )
         return out.table()

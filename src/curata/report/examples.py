@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from curata.dataset import Dataset, SPLIT_ALIASES
+from curata.dataset import SPLIT_ALIASES, Dataset
 
 MAX_TEXT_CHARS = 2_000
 
@@ -30,8 +30,14 @@ class _Previewer:
     def preview(self, record_id: str) -> dict[str, Any]:
         from curata.signals.pipeline import _image_value
 
-        out: dict[str, Any] = {"record_id": record_id, "label": None, "split": None, "text": None,
-                               "image": None, "dataset": self.name}
+        out: dict[str, Any] = {
+            "record_id": record_id,
+            "label": None,
+            "split": None,
+            "text": None,
+            "image": None,
+            "dataset": self.name,
+        }
         row = self.row_of(record_id)
         if row is None:
             return out

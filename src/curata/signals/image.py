@@ -67,7 +67,7 @@ def _dct_matrix(n: int, keep: int) -> npt.NDArray[np.float64]:
     """Return the first ``keep`` rows of the orthonormal DCT-II matrix of size ``n``."""
     k = np.arange(keep, dtype=np.float64)[:, None]
     x = np.arange(n, dtype=np.float64)[None, :]
-    m = np.cos(np.pi * (2 * x + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
+    m: npt.NDArray[np.float64] = np.cos(np.pi * (2 * x + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
     m[0] /= np.sqrt(2.0)
     return m
 
@@ -170,12 +170,18 @@ def _has_alpha(img: Image.Image) -> bool:
     return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
 
 
+def _min_alpha(rgba: Image.Image) -> int:
+    """Return the smallest alpha value of an RGBA image."""
+    low = rgba.getchannel("A").getextrema()[0]
+    return int(low) if isinstance(low, (int, float)) else 0
+
+
 def _canonical_rgba(img: Image.Image) -> Image.Image:
     """Return ``img`` as RGBA with the colour of fully transparent pixels set to zero."""
     rgba = img if img.mode == "RGBA" else img.convert("RGBA")
-    alpha = rgba.getchannel("A")
-    if alpha.getextrema()[0] == 255:
+    if _min_alpha(rgba) == 255:
         return rgba
+    alpha = rgba.getchannel("A")
     # Pasting through a 0/255 mask copies visible pixels exactly and leaves zeros elsewhere.
     visible = alpha.point(_VISIBLE_LUT)
     out = Image.new("RGBA", rgba.size, (0, 0, 0, 0))
@@ -198,7 +204,7 @@ def pixel_hash(img: Image.Image) -> str:
     h.update(struct.pack("<II", img.width, img.height))
     if _has_alpha(img) or img.mode not in ("RGB", "L", "1", "P"):
         rgba = _canonical_rgba(img)
-        if rgba.getchannel("A").getextrema()[0] < 255:
+        if _min_alpha(rgba) < 255:
             h.update(b"RGBA")
             h.update(rgba.tobytes())
             return h.hexdigest()
@@ -350,8 +356,10 @@ def _as_code_matrix(codes: Any) -> npt.NDArray[np.uint8]:
         arr = np.frombuffer(codes.tobytes(), dtype=np.uint8).reshape(len(codes), -1)
     else:
         seq = list(codes)
-        arr = np.frombuffer(b"".join(seq), dtype=np.uint8).reshape(len(seq), -1) if seq else (
-            np.zeros((0, CODE_BYTES), dtype=np.uint8)
+        arr = (
+            np.frombuffer(b"".join(seq), dtype=np.uint8).reshape(len(seq), -1)
+            if seq
+            else (np.zeros((0, CODE_BYTES), dtype=np.uint8))
         )
     if arr.shape[1] != CODE_BYTES:
         raise ConfigError(f"perceptual codes must be {CODE_BYTES} bytes wide, got {arr.shape[1]}")
@@ -360,7 +368,8 @@ def _as_code_matrix(codes: Any) -> npt.NDArray[np.uint8]:
 
 def _popcount_rows(x: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
     """Return the number of set bits in each row of a uint8 matrix."""
-    return np.unpackbits(x, axis=1).sum(axis=1, dtype=np.int64)
+    counts: npt.NDArray[np.int64] = np.unpackbits(x, axis=1).sum(axis=1, dtype=np.int64)
+    return counts
 
 
 def _gate(
