@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -83,21 +85,37 @@ class Dataset:
 
     def labels(self) -> list[str | None]:
         """Labels as strings (None where missing); empty list when there is no label role."""
+        return self._labels
+
+    @cached_property
+    def _labels(self) -> list[str | None]:
         col = self.column("label")
         if col is None:
             return []
-        return [None if v is None else str(v) for v in col.to_pylist()]
+        return _map_distinct(col, lambda v: str(v))
 
     def splits(self) -> list[str | None]:
         """Split names, canonicalised (train/val/test) where recognised; [] without a split role."""
+        return self._splits
+
+    @cached_property
+    def _splits(self) -> list[str | None]:
         col = self.column("split")
         if col is None:
             return []
-        out: list[str | None] = []
-        for v in col.to_pylist():
-            if v is None or str(v).strip() == "":
-                out.append(None)
-            else:
-                s = str(v).strip()
-                out.append(SPLIT_ALIASES.get(s.lower(), s))
-        return out
+
+        def canonical(v: object) -> str | None:
+            s = str(v).strip()
+            return SPLIT_ALIASES.get(s.lower(), s) if s else None
+
+        return _map_distinct(col, canonical)
+
+
+def _map_distinct(col: pa.ChunkedArray, fn: Callable[[object], str | None]) -> list[str | None]:
+    """Apply ``fn`` once per distinct value of ``col`` (nulls stay None) and spread the results."""
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(col).combine_chunks()
+    mapped = [fn(v) for v in encoded.dictionary.to_pylist()]
+    indices = encoded.indices.to_pylist()
+    return [None if i is None else mapped[i] for i in indices]

@@ -36,7 +36,7 @@ class ExactDuplicateCheck(Check):
         what = "text" if context.dataset.modality == "text" else "pixels"
         for row in np.flatnonzero((exact.group >= 0) & (exact.group != np.arange(len(exact.group)))):
             rep = int(exact.group[row])
-            key = exact.keys[row] or ""
+            key = exact.key(int(rep))
             out.add(
                 ids[row],
                 related_id=ids[rep],

@@ -18,7 +18,11 @@ class ExactGroups:
     """Exact-duplicate groups: ``group[row]`` is the group's first row, -1 for rows left out."""
 
     group: np.ndarray
-    keys: list[str | None]
+    keys: pa.ChunkedArray
+
+    def key(self, row: int) -> str:
+        """The content key (hash) of ``row``."""
+        return str(self.keys[row].as_py() or "")
 
     def representatives(self) -> np.ndarray:
         """Rows that represent their group (first row), including singletons."""
@@ -65,6 +69,10 @@ class DuplicateClusters:
         return self.similarity.get((min(ra, rb), max(ra, rb)), self.chain_similarity)
 
 
+#: Candidate pairs verified at once; bounds the shingle sets held in memory.
+VERIFY_CHUNK_PAIRS = 250_000
+
+
 def valid_content_mask(signals: Signals) -> np.ndarray:
     """Rows whose content can be compared (non-empty text, decodable non-empty image)."""
     if signals.modality == "text":
@@ -93,7 +101,7 @@ def exact_groups(signals: Signals, rank: np.ndarray) -> ExactGroups:
     np.minimum.at(best, idx[valid], rank[valid])
     order = np.argsort(rank, kind="stable")
     group = np.where(valid, order[np.minimum(best[idx], n - 1)], -1)
-    return ExactGroups(group, keys.to_pylist())
+    return ExactGroups(group, keys)
 
 
 def representative_rank(dataset: Dataset) -> np.ndarray:
@@ -134,14 +142,19 @@ def text_near_pairs(context: Context, reps: np.ndarray) -> NearPairs:
     bands = keys_col.type.list_size
     all_keys = np.asarray(keys_col.values.to_numpy(zero_copy_only=False)).reshape(-1, bands)
     cand = candidate_pairs(all_keys[reps])
-    if len(cand) == 0:
-        return NearPairs(np.empty((0, 2), np.int64), np.empty(0))
-    involved = np.unique(cand)
-    hashes, offsets = shingle_hashes(normalized_texts(context.dataset, reps[involved]), settings)
-    local = np.searchsorted(involved, cand)
-    jac = jaccard_of_pairs(hashes, offsets, local)
-    keep = jac >= settings.min_jaccard
-    return NearPairs(reps[cand[keep]], jac[keep])
+    del all_keys
+    kept_pairs: list[np.ndarray] = [np.empty((0, 2), np.int64)]
+    kept_sims: list[np.ndarray] = [np.empty(0)]
+    # Verify in chunks of candidate pairs so the shingle sets held at once stay bounded.
+    for start in range(0, len(cand), VERIFY_CHUNK_PAIRS):
+        chunk = cand[start : start + VERIFY_CHUNK_PAIRS]
+        involved = np.unique(chunk)
+        hashes, offsets = shingle_hashes(normalized_texts(context.dataset, reps[involved]), settings)
+        jac = jaccard_of_pairs(hashes, offsets, np.searchsorted(involved, chunk))
+        keep = jac >= settings.min_jaccard
+        kept_pairs.append(reps[chunk[keep]])
+        kept_sims.append(jac[keep])
+    return NearPairs(np.concatenate(kept_pairs), np.concatenate(kept_sims))
 
 
 def image_near_pairs(context: Context, reps: np.ndarray) -> NearPairs:

@@ -45,18 +45,24 @@ __all__ = [
     "thumbnail_data_uri",
 ]
 
-#: Bump when any hash below changes its output for the same pixels; it is part of the fingerprint.
-ALGORITHM_VERSION = 1
+#: Bump when any code below changes its output for the same pixels; it is part of the fingerprint.
+ALGORITHM_VERSION = 2
 
-#: Width in bytes of the ``phash`` column: 8 bytes pHash then 8 bytes dHash.
-CODE_BYTES = 16
+# Side of the greyscale square the DCT runs on, and the low-frequency block kept (16x16 = 256 bits).
+_DCT_SIDE = 64
+_LOW = 16
+#: Bits of the perceptual hash, the part compared by Hamming distance.
+HASH_BITS = _LOW * _LOW
+_HASH_BYTES = HASH_BITS // 8
+# Side of the greyscale thumbnail kept for verification, and of the colour (Cb, Cr) thumbnails.
+_THUMB = 32
+_CHROMA = 8
+
+#: Width in bytes of the ``phash`` column: hash, grey thumbnail, Cb thumbnail, Cr thumbnail.
+CODE_BYTES = _HASH_BYTES + _THUMB * _THUMB + 2 * _CHROMA * _CHROMA
 
 #: Largest picture decoded, in pixels; Pillow's own warning limit, enforced as an error here.
 MAX_PIXELS = 89_478_485
-
-# Side of the greyscale square the DCT runs on; 4x the 8x8 kept coefficients, as in pHash.
-_DCT_SIDE = 32
-_LOW = 8
 
 
 class ImageDecodeError(InputError):
@@ -77,27 +83,31 @@ _DCT = _dct_matrix(_DCT_SIDE, _LOW)
 
 @dataclass(frozen=True)
 class ImageHashSettings:
-    """Which perceptual codes are compared and how far apart near duplicates may be.
+    """How near-duplicate candidates are found and verified.
 
-    ``max_distance`` bounds the Hamming distance of the 64-bit pHash halves and
-    ``dhash_max_distance`` that of the 64-bit dHash halves; a pair must pass both.
-    ``None`` for ``dhash_max_distance`` turns the dHash gate off.  The defaults were tuned
-    on benchmarks/bench_image_dups.py (openclipart-png with resized, JPEG, cropped,
-    brightened and greyscale copies): pHash <= 8 was the loosest radius keeping
-    precision >= 0.99; the dHash gate removed almost no false pairs there, so it is off.
-    ``threads`` is the decoding pool size (0 = one per core).
+    A pair is a near duplicate when its 256-bit perceptual hashes differ in at most
+    ``max_distance`` bits (the candidate search), the Pearson correlation of its 32x32
+    greyscale thumbnails is at least ``min_correlation``, and, when both pictures have
+    colour, the mean absolute difference of their 8x8 chroma (Cb, Cr) thumbnails is at
+    most ``max_colour_difference`` grey levels (``None`` turns the colour check off).
+    ``threads`` is the decoding pool size (0 = one per core).  The defaults were tuned on
+    benchmarks/bench_image_dups.py (openclipart-png with resized, JPEG, cropped,
+    brightened and greyscale copies).
     """
 
-    max_distance: int = 8
-    dhash_max_distance: int | None = None
+    max_distance: int = 64
+    min_correlation: float = 0.9
+    max_colour_difference: float | None = 6.0
     threads: int = 0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.max_distance <= 64:
-            raise ConfigError(f"max_distance must be in 0..64, got {self.max_distance}")
-        d = self.dhash_max_distance
-        if d is not None and not 0 <= d <= 64:
-            raise ConfigError(f"dhash_max_distance must be in 0..64 or None, got {d}")
+        if not 0 <= self.max_distance <= HASH_BITS:
+            raise ConfigError(f"max_distance must be in 0..{HASH_BITS}, got {self.max_distance}")
+        if not -1.0 <= self.min_correlation <= 1.0:
+            raise ConfigError(f"min_correlation must be in -1..1, got {self.min_correlation}")
+        c = self.max_colour_difference
+        if c is not None and not c >= 0:
+            raise ConfigError(f"max_colour_difference must be >= 0 or None, got {c}")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 = one per core), got {self.threads}")
 
@@ -107,7 +117,7 @@ class ImageHashSettings:
         Thresholds only affect pair matching, not the stored codes, so cached
         ``image_signals`` output stays valid when they change.
         """
-        return f"img-v{ALGORITHM_VERSION}-phash64+dhash64"
+        return f"img-v{ALGORITHM_VERSION}-phash{HASH_BITS}+grey{_THUMB}+chroma{_CHROMA}"
 
 
 def decode_image(data: bytes) -> Image.Image:
@@ -216,74 +226,109 @@ def pixel_hash(img: Image.Image) -> str:
     return h.hexdigest()
 
 
-def _grey_on_white(img: Image.Image) -> Image.Image:
-    """Return a greyscale version of ``img`` with any transparency composited on white."""
-    if _has_alpha(img):
-        rgba = img if img.mode == "RGBA" else img.convert("RGBA")
-        # Greyscale first, then blend the single band on white: a third of the work of RGB.
-        grey = rgba.convert("L")
-        canvas = Image.new("L", rgba.size, 255)
-        canvas.paste(grey, (0, 0), rgba.getchannel("A"))
-        return canvas
-    return img.convert("L")
+def _working_copy(img: Image.Image) -> Image.Image:
+    """Return ``img`` composited on white as RGB (or L when it has no colour), longest side < 2*_WORK_SIDE.
+
+    Reducing by an integer factor early (a box filter, like the final resample) keeps
+    every later step cheap and changes the codes very little.
+    """
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        out = img.convert("L")
+    elif _has_alpha(img):
+        rgba = img if img.mode in ("RGBA", "LA") else img.convert("RGBA")
+        grey = rgba.mode == "LA"
+        canvas = Image.new("L" if grey else "RGB", rgba.size, 255 if grey else (255, 255, 255))
+        canvas.paste(rgba.convert(canvas.mode), (0, 0), rgba.getchannel("A"))
+        out = canvas
+    elif img.mode in ("L", "RGB"):
+        out = img
+    elif img.mode == "1":
+        out = img.convert("L")
+    else:
+        out = img.convert("RGB")
+    factor = max(out.size) // _WORK_SIDE
+    if factor >= 2:
+        out = out.reduce(factor)
+    return out
 
 
-def _trim_box(grey: Image.Image) -> tuple[int, int, int, int] | None:
-    """Return the bounding box of the content inside a uniform border, or None to keep everything.
+def _ink_box(grey: npt.NDArray[np.float64]) -> tuple[float, float, float, float] | None:
+    """Return the box holding the central ink mass of a drawing on a uniform page, or None.
 
     Clip art and scans often sit small on a large blank page; hashing the page would
     mostly encode "blob on white", so unrelated drawings collide and a crop or a
-    re-framing moves the code.  The border colour is taken from the four corners and
-    only trimmed when they agree, so photographs are hashed whole.
+    re-framing moves the code.  The page colour is taken from the four corners (only
+    when they agree, so photographs are hashed whole); "ink" is each pixel's distance
+    from it, and the box spans the ``_INK_QUANTILE`` to ``1 - _INK_QUANTILE`` quantiles
+    of the ink projected on each axis, interpolated to sub-pixel precision.  Unlike a
+    bounding box of pixels over a tolerance, that box barely moves when faint
+    anti-aliased edges fade under resizing or JPEG noise appears around the drawing.
     """
-    w, h = grey.size
-    corners = [grey.getpixel((x, y)) for x in (0, w - 1) for y in (0, h - 1)]
-    values = [int(c) if isinstance(c, (int, float)) else 0 for c in corners]
-    if max(values) - min(values) > _TRIM_TOLERANCE:
+    h, w = grey.shape
+    corners = [grey[0, 0], grey[0, w - 1], grey[h - 1, 0], grey[h - 1, w - 1]]
+    if max(corners) - min(corners) > _TRIM_TOLERANCE:
         return None
-    bg = sorted(values)[1]
-    lut = [255 if abs(v - bg) > _TRIM_TOLERANCE else 0 for v in range(256)]
-    box = grey.point(lut).getbbox()
-    if box is None:
+    bg = sorted(corners)[1]
+    ink = np.abs(grey - bg)
+    ink -= _INK_FLOOR
+    np.maximum(ink, 0.0, out=ink)
+    total = float(ink.sum())
+    if total <= 0.0:
         return None
-    # A content box of a few pixels is noise (a stray mark), not the picture.
-    if (box[2] - box[0]) < _MIN_CONTENT or (box[3] - box[1]) < _MIN_CONTENT:
+
+    def span(profile: npt.NDArray[np.float64]) -> tuple[float, float]:
+        cum = np.concatenate([[0.0], np.cumsum(profile)]) / total
+        grid = np.arange(len(cum), dtype=np.float64)
+        lo, hi = np.interp([_INK_QUANTILE, 1.0 - _INK_QUANTILE], cum, grid)
+        return float(lo), float(hi)
+
+    x0, x1 = span(ink.sum(axis=0))
+    y0, y1 = span(ink.sum(axis=1))
+    # A content box of a pixel or two is noise (a stray mark), not the picture.
+    if x1 - x0 < _MIN_CONTENT or y1 - y0 < _MIN_CONTENT:
         return None
-    return box
+    return (x0, y0, x1, y1)
 
 
-# Grey levels a pixel may differ from the border colour and still count as border
-# (absorbs JPEG ringing and +-10% brightness of an off-white page).
+# Grey levels the four corners may differ by and still count as one uniform page.
 _TRIM_TOLERANCE = 24
-_MIN_CONTENT = 4
+# Grey levels of difference from the page ignored as noise (JPEG ringing, dithering).
+_INK_FLOOR = 4.0
+# Fraction of the ink left outside the box on each side.
+_INK_QUANTILE = 0.005
+_MIN_CONTENT = 2.0
+# Working copies are reduced (by an integer factor) until their longest side is below 2x this.
+_WORK_SIDE = 256
 
 
-def _small_grey(img: Image.Image) -> npt.NDArray[np.float64]:
-    """Return the 32x32 greyscale thumbnail (float, 0-255) both perceptual hashes start from."""
-    grey = _grey_on_white(img)
-    box = _trim_box(grey)
+def _features(img: Image.Image) -> bytes:
+    """Return the perceptual code of an upright picture (layout in the module docstring)."""
+    work = _working_copy(img)
+    grey_img = work if work.mode == "L" else work.convert("L")
+    box = _ink_box(np.asarray(grey_img, dtype=np.float64))
     # Box filtering averages every source pixel, which keeps the code stable under resizing.
-    small = grey.resize((_DCT_SIDE, _DCT_SIDE), Image.Resampling.BOX, box=box)
-    return np.asarray(small, dtype=np.float64)
-
-
-def _codes_from_small(small: npt.NDArray[np.float64]) -> bytes:
-    """Return the 16-byte code (pHash then dHash) of one 32x32 greyscale thumbnail."""
-    low = _DCT @ small @ _DCT.T
-    # The DC term only measures overall brightness, so it is left out of the median.
-    flat = low.ravel()
-    phash_bits = flat > np.median(flat[1:])
-    # dHash on a 9x8 box reduction of the same thumbnail: is each cell brighter than its right neighbour?
-    cols = np.linspace(0, _DCT_SIDE, 10).astype(int)
-    rows = np.linspace(0, _DCT_SIDE, 9).astype(int)
-    reduced = np.add.reduceat(np.add.reduceat(small, rows[:-1], axis=0), cols[:-1], axis=1)
-    dhash_bits = (reduced[:, 1:] > reduced[:, :-1]).ravel()
-    return bytes(np.packbits(np.concatenate([phash_bits, dhash_bits])))
+    big = np.asarray(
+        grey_img.resize((_DCT_SIDE, _DCT_SIDE), Image.Resampling.BOX, box=box), dtype=np.float64
+    )
+    low = (_DCT @ big @ _DCT.T).ravel()
+    # The DC term only measures overall brightness: it is left out of the median and its bit is 0.
+    bits = low > np.median(low[1:])
+    bits[0] = False
+    f = _DCT_SIDE // _THUMB
+    thumb = big.reshape(_THUMB, f, _THUMB, f).mean(axis=(1, 3))
+    if work.mode == "L":
+        chroma = bytes([128]) * (2 * _CHROMA * _CHROMA)
+    else:
+        ycc = work.convert("YCbCr").resize((_CHROMA, _CHROMA), Image.Resampling.BOX, box=box)
+        cb, cr = ycc.getchannel("Cb").tobytes(), ycc.getchannel("Cr").tobytes()
+        chroma = bytes(cb) + bytes(cr)
+    grey_thumb: bytes = np.rint(thumb).astype(np.uint8).tobytes()
+    return bytes(np.packbits(bits)) + grey_thumb + chroma
 
 
 def perceptual_codes(img: Image.Image) -> bytes:
-    """Return the 16-byte perceptual code of a decoded picture (pHash then dHash, big-endian)."""
-    return _codes_from_small(_small_grey(_upright(img)))
+    """Return the perceptual code of a decoded picture (``CODE_BYTES`` bytes, see the module docstring)."""
+    return _features(_upright(img))
 
 
 _Row = tuple[str | None, bytes | None, int | None, int | None, str | None]
@@ -306,7 +351,7 @@ def _one(item: bytes | None) -> _Row:
     try:
         img = _upright(decode_image(item))
         ph = pixel_hash(img)
-        code = _codes_from_small(_small_grey(img))
+        code = _features(img)
     except ImageDecodeError as exc:
         return (None, None, None, None, _error_reason(exc))
     except Exception as exc:  # a plug-in bug on one odd file must not stop a whole scan
@@ -366,52 +411,86 @@ def _as_code_matrix(codes: Any) -> npt.NDArray[np.uint8]:
     return np.ascontiguousarray(arr)
 
 
-def _popcount_rows(x: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
-    """Return the number of set bits in each row of a uint8 matrix."""
-    counts: npt.NDArray[np.int64] = np.unpackbits(x, axis=1).sum(axis=1, dtype=np.int64)
-    return counts
+def _pair_metrics(
+    a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], pairs: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Return (thumbnail correlation, chroma difference) of each pair of rows (a[i], b[j]).
+
+    The correlation of two flat thumbnails is 1 and of a flat and a non-flat one 0.  The
+    chroma difference is 0 when either picture is (nearly) grey: a greyscale copy of a
+    colour picture cannot be told apart by colour.
+    """
+    t0, t1 = _HASH_BYTES, _HASH_BYTES + _THUMB * _THUMB
+    corr = np.empty(len(pairs), dtype=np.float64)
+    cdiff = np.empty(len(pairs), dtype=np.float64)
+    for start in range(0, len(pairs), _PAIR_BLOCK):
+        p = pairs[start : start + _PAIR_BLOCK]
+        ta = a[p[:, 0], t0:t1].astype(np.float32)
+        tb = b[p[:, 1], t0:t1].astype(np.float32)
+        ta -= ta.mean(axis=1, keepdims=True)
+        tb -= tb.mean(axis=1, keepdims=True)
+        na = np.sqrt((ta * ta).sum(axis=1))
+        nb = np.sqrt((tb * tb).sum(axis=1))
+        dot = (ta * tb).sum(axis=1)
+        flat_a, flat_b = na < _FLAT, nb < _FLAT
+        c = dot / np.maximum(na * nb, 1e-9)
+        c = np.where(flat_a | flat_b, (flat_a & flat_b).astype(np.float32), c)
+        corr[start : start + len(p)] = c
+        ca = a[p[:, 0], t1:].astype(np.float32) - 128.0
+        cb = b[p[:, 1], t1:].astype(np.float32) - 128.0
+        grey = np.minimum(np.abs(ca).mean(axis=1), np.abs(cb).mean(axis=1)) < _GREY_CHROMA
+        cdiff[start : start + len(p)] = np.where(grey, 0.0, np.abs(ca - cb).mean(axis=1))
+    return corr, cdiff
 
 
-def _gate(
+# Pairs verified per block (bounds the temporary thumbnail copies).
+_PAIR_BLOCK = 65536
+# Thumbnail norm (grey levels, over 1024 pixels) below which a thumbnail counts as flat.
+_FLAT = 32.0
+# Mean |chroma| (grey levels) below which a picture counts as grey.
+_GREY_CHROMA = 1.5
+
+
+def _verify(
     a: npt.NDArray[np.uint8],
     b: npt.NDArray[np.uint8],
     pairs: npt.NDArray[np.int64],
     dist: npt.NDArray[np.int64],
     settings: ImageHashSettings,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    """Keep pairs whose dHash halves are close enough too; the score is the summed distance."""
+    """Keep candidate pairs that pass the thumbnail checks; return them with their similarity."""
     if len(pairs) == 0:
         return pairs.reshape(0, 2), np.zeros(0, dtype=np.float64)
-    ddist = _popcount_rows(np.bitwise_xor(a[pairs[:, 0], 8:], b[pairs[:, 1], 8:]))
-    keep = np.ones(len(pairs), dtype=bool)
-    if settings.dhash_max_distance is not None:
-        keep = ddist <= settings.dhash_max_distance
-    score = (dist + ddist).astype(np.float64)
-    return pairs[keep], score[keep]
+    corr, cdiff = _pair_metrics(a, b, pairs)
+    keep = corr >= settings.min_correlation
+    if settings.max_colour_difference is not None:
+        keep &= cdiff <= settings.max_colour_difference
+    similarity = 1.0 - dist[keep].astype(np.float64) / HASH_BITS
+    return pairs[keep], similarity
 
 
 def near_duplicate_image_pairs(
     codes: Any, settings: ImageHashSettings
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    """Return near-duplicate pairs among ``codes`` as ((m, 2) int64 with i < j, distance per pair).
+    """Return near-duplicate pairs among ``codes`` as ((m, 2) int64 with i < j, similarity per pair).
 
-    ``codes`` are the 16-byte ``phash`` values of valid rows (an (n, 16) uint8 array, a list
+    ``codes`` are the ``phash`` values of valid rows (an (n, CODE_BYTES) uint8 array, a list
     of bytes or an Arrow column without nulls); indices refer to positions in it.  The
-    distance is pHash plus dHash Hamming distance (0 = same code, at most 128).
+    similarity is ``1 - d / 256`` for a hash Hamming distance ``d``: 1.0 for equal hashes.
     """
     arr = _as_code_matrix(codes)
-    pairs, dist = hamming_pairs(arr[:, :8], settings.max_distance)
-    return _gate(arr, arr, pairs, dist, settings)
+    pairs, dist = hamming_pairs(arr[:, :_HASH_BYTES], settings.max_distance)
+    return _verify(arr, arr, pairs, dist, settings)
 
 
 def cross_near_duplicate_pairs(
     codes_a: Any, codes_b: Any, settings: ImageHashSettings
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    """Return near-duplicate pairs between two code sets as ([row in a, row in b], distance)."""
+    """Return near-duplicate pairs between two code sets as ([row in a, row in b], similarity)."""
     a = _as_code_matrix(codes_a)
     b = _as_code_matrix(codes_b)
-    pairs, dist = hamming_cross_pairs(a[:, :8], b[:, :8], settings.max_distance)
-    return _gate(a, b, pairs, dist, settings)
+    pairs, dist = hamming_cross_pairs(a[:, :_HASH_BYTES], b[:, :_HASH_BYTES], settings.max_distance)
+    return _verify(a, b, pairs, dist, settings)
 
 
 def thumbnail_data_uri(data: bytes, max_side: int = 128) -> str | None:

@@ -129,7 +129,10 @@ def compute_signals(
         return Signals(pa.table({"content_hash": pa.array([], pa.string())}), modality, 0, 0)
     fingerprint = settings.fingerprint(modality)
     cached = cache.load(fingerprint) if cache is not None else None
-    cached_hashes = cached.column("content_hash") if cached is not None else None
+    # One hash table for the whole run: building it per batch would cost O(cache size) each time.
+    cached_index: dict[str, int] = (
+        {h: i for i, h in enumerate(cached.column("content_hash").to_pylist())} if cached is not None else {}
+    )
     if modality == "text":
         items: Iterator[list[Any]] = _text_items(dataset, settings.batch_size)
         fn: Any = text_batch_signals
@@ -154,13 +157,11 @@ def compute_signals(
             batch_hashes = [content_hash(encode(v)) for v in batch]
             rows = np.arange(offset, offset + len(batch), dtype=np.int64)
             offset += len(batch)
-            if cached_hashes is not None:
-                import pyarrow.compute as pc
-
-                idx = pc.index_in(pa.array(batch_hashes, pa.string()), value_set=cached_hashes)
-                found = np.asarray(idx.is_valid())
+            if cached_index:
+                idx = np.fromiter((cached_index.get(h, -1) for h in batch_hashes), np.int64, len(batch_hashes))
+                found = idx >= 0
                 hit_rows.append(rows[found])
-                hit_index.append(np.asarray(idx.drop_null(), dtype=np.int64))
+                hit_index.append(idx[found])
             else:
                 found = np.zeros(len(batch), dtype=bool)
             keep = np.flatnonzero(~found)
@@ -180,24 +181,30 @@ def compute_signals(
         )
         computed_parts.append(part.append_column("row", pa.array(rows, pa.int64())))
     computed = pa.concat_tables(computed_parts) if computed_parts else None
+    del computed_parts
     n_computed = 0 if computed is None else computed.num_rows
     if cache is not None and computed is not None and n_computed:
         cache.store(fingerprint, computed.drop_columns(["row"]))
-    pieces: list[pa.Table] = []
+    n_rows = dataset.num_rows
+    # Gather every row with a single take from [computed rows, whole cache]: one copy, no sort.
+    position = np.full(n_rows, -1, dtype=np.int64)
+    sources: list[pa.Table] = []
     if computed is not None and n_computed:
-        pieces.append(computed)
+        position[np.asarray(computed.column("row").to_numpy())] = np.arange(n_computed)
+        sources.append(computed.drop_columns(["row", "content_hash"]))
     n_cached = 0
     if cached is not None and hit_rows:
         rows_all = np.concatenate(hit_rows)
         n_cached = len(rows_all)
-        if n_cached:
-            taken = cached.take(pa.array(np.concatenate(hit_index)))
-            pieces.append(taken.append_column("row", pa.array(rows_all, pa.int64())))
-    if not pieces:
+        position[rows_all] = n_computed + np.concatenate(hit_index)
+        columns = sources[0].column_names if sources else [c for c in cached.column_names if c != "content_hash"]
+        sources.append(cached.select(columns))
+    if not sources or (position < 0).any():
         raise InputError(f"{dataset.source}: no records to audit")
-    columns = pieces[0].column_names
-    table = pa.concat_tables([p.select(columns) for p in pieces]).sort_by("row")
-    return Signals(table.drop_columns(["row"]), modality, n_computed, n_cached)
+    columns = sources[0].column_names
+    combined = pa.concat_tables([t.select(columns) for t in sources])
+    table = combined.take(pa.array(position))
+    return Signals(table, modality, n_computed, n_cached)
 
 
 def _encode_text(value: Any) -> bytes | None:
