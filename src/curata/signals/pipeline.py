@@ -158,7 +158,9 @@ def compute_signals(
             rows = np.arange(offset, offset + len(batch), dtype=np.int64)
             offset += len(batch)
             if cached_index:
-                idx = np.fromiter((cached_index.get(h, -1) for h in batch_hashes), np.int64, len(batch_hashes))
+                idx = np.fromiter(
+                    (cached_index.get(h, -1) for h in batch_hashes), np.int64, len(batch_hashes)
+                )
                 found = idx >= 0
                 hit_rows.append(rows[found])
                 hit_index.append(idx[found])
@@ -197,7 +199,9 @@ def compute_signals(
         rows_all = np.concatenate(hit_rows)
         n_cached = len(rows_all)
         position[rows_all] = n_computed + np.concatenate(hit_index)
-        columns = sources[0].column_names if sources else [c for c in cached.column_names if c != "content_hash"]
+        columns = (
+            sources[0].column_names if sources else [c for c in cached.column_names if c != "content_hash"]
+        )
         sources.append(cached.select(columns))
     if not sources or (position < 0).any():
         raise InputError(f"{dataset.source}: no records to audit")
