@@ -299,6 +299,7 @@ _INK_QUANTILE = 0.005
 _MIN_CONTENT = 2.0
 # Working copies are reduced (by an integer factor) until their longest side is below 2x this.
 _WORK_SIDE = 256
+_RESAMPLE = Image.Resampling.BILINEAR
 
 
 def _features(img: Image.Image) -> bytes:
@@ -308,7 +309,7 @@ def _features(img: Image.Image) -> bytes:
     box = _ink_box(np.asarray(grey_img, dtype=np.float64))
     # Box filtering averages every source pixel, which keeps the code stable under resizing.
     big = np.asarray(
-        grey_img.resize((_DCT_SIDE, _DCT_SIDE), Image.Resampling.BOX, box=box), dtype=np.float64
+        grey_img.resize((_DCT_SIDE, _DCT_SIDE), _RESAMPLE, box=box), dtype=np.float64
     )
     low = (_DCT @ big @ _DCT.T).ravel()
     # The DC term only measures overall brightness: it is left out of the median and its bit is 0.
