@@ -67,13 +67,26 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_bad_input_is_one_line_exit_two(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": "fine"}\n{"text": broken\n')
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nfine,a\nbroken,b,extra\n")
     proc = _run("audit", str(bad), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and "bad.jsonl" in lines[0] and "line 2" in lines[0]
+    assert len(lines) == 1 and "bad.csv" in lines[0] and "line 3" in lines[0]
+
+
+def test_one_bad_json_line_does_not_stop_the_audit(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a fine record with enough words"}\n{"text": broken\n{"text": ""}\n')
+    proc = _run("audit", str(bad), "--out", str(tmp_path / "out"), "--fail-on", "error", "-q")
+    assert proc.returncode == 1, proc.stderr
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(tmp_path / "out" / "findings.parquet").to_pylist()
+    assert {(r["check"], r["record_id"]) for r in rows} == {("corrupt", "1"), ("empty", "2")}
+    corrupt = next(r for r in rows if r["check"] == "corrupt")
+    assert "bad.jsonl line 2: malformed JSON" in corrupt["message"]
 
 
 @pytest.mark.parametrize(

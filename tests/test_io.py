@@ -457,22 +457,37 @@ def test_header_only_csv_has_no_records(tmp_path: Path) -> None:
     assert "no records" in _error(path)
 
 
-def test_malformed_json_line(tmp_path: Path) -> None:
+def _bad_records(path: Path) -> list[dict[str, object]]:
+    bad: list[dict[str, object]] = read_dataset(path).description["bad_records"]
+    return bad
+
+
+def test_malformed_json_line_becomes_a_bad_record(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
-    path.write_text('{"a": 1}\n\n{"a": 2\n{"a": 3}\n', encoding="utf-8")
-    assert "bad.jsonl: line 3: malformed JSON" in _error(path)
+    path.write_text('{"a": "x"}\n\n{"a": 2\n{"a": "y"}\n', encoding="utf-8")
+    ds = read_dataset(path)
+    assert ds.num_rows == 3 and ds.record_ids.to_pylist() == ["0", "1", "2"]
+    bad = ds.description["bad_records"]
+    assert len(bad) == 1 and bad[0]["row"] == 1 and "bad.jsonl line 3: malformed JSON" in bad[0]["error"]
+    assert "__curata_bad_record__" not in ds.table.column_names
 
 
 def test_non_object_json_line(tmp_path: Path) -> None:
     path = tmp_path / "arr.jsonl"
     path.write_text('{"a": 1}\n[1, 2]\n', encoding="utf-8")
-    assert "arr.jsonl: line 2: expected a JSON object, found an array" in _error(path)
+    assert "arr.jsonl line 2: expected a JSON object, found an array" in str(_bad_records(path)[0]["error"])
 
 
 def test_invalid_utf8_jsonl(tmp_path: Path) -> None:
     path = tmp_path / "latin.jsonl"
     path.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
-    assert "latin.jsonl: line 2: not valid UTF-8" in _error(path)
+    assert "latin.jsonl line 2: not valid UTF-8" in str(_bad_records(path)[0]["error"])
+
+
+def test_jsonl_without_one_good_line_is_an_input_error(tmp_path: Path) -> None:
+    path = tmp_path / "junk.jsonl"
+    path.write_text("not json\n{also not\n", encoding="utf-8")
+    assert "junk.jsonl: line 1: malformed JSON" in _error(path)
 
 
 @pytest.mark.parametrize("cut", ["truncated", "junk", "corrupt_middle"])

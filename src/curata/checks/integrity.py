@@ -17,26 +17,45 @@ def data_signals(context: Context) -> Signals:
     return signals
 
 
+def bad_rows(context: Context) -> dict[int, str]:
+    """Rows the reader could not parse (e.g. malformed JSON lines), with the reader's error."""
+    bad = context.dataset.description.get("bad_records", [])
+    return {int(b["row"]): str(b["error"]) for b in bad}
+
+
 @register
 class CorruptCheck(Check):
     """Images (or files) that cannot be read or decoded."""
 
     name = "corrupt"
-    description = "Files that cannot be read or decoded (truncated, not an image, unreadable)."
+    description = "Records that cannot be parsed, and files that cannot be read or decoded."
 
     def applies(self, context: Context) -> str | None:
-        """Only image content has a decoding step that can fail."""
-        return None if context.dataset.modality == "image" else "no image column"
+        """Image content can fail to decode; any table can hold records the reader could not parse."""
+        if context.dataset.modality == "image" or bad_rows(context):
+            return None
+        return "no image column and every record parsed"
 
     def run(self, context: Context) -> pa.Table:
-        """Report each record whose image failed to decode (empty files are the `empty` check)."""
+        """Report unparseable records and undecodable images (empty files are the `empty` check)."""
+        ids = context.record_ids
+        out = FindingsBuilder(self.name)
+        bad = bad_rows(context)
+        for row, error in sorted(bad.items()):
+            out.add(
+                ids[row],
+                score=1.0,
+                severity="error",
+                message=f"record cannot be parsed: {error}",
+                evidence={"error": error},
+            )
+        if context.dataset.modality != "image":
+            return out.table()
         signals = data_signals(context)
         errors = signals.column("error").to_pylist()
         n_bytes = signals.column("n_bytes").to_pylist()
-        ids = context.record_ids
-        out = FindingsBuilder(self.name)
         for row, (err, size) in enumerate(zip(errors, n_bytes, strict=True)):
-            if err is None or size == 0:
+            if err is None or size == 0 or row in bad:
                 continue
             out.add(
                 ids[row],
@@ -67,12 +86,16 @@ class EmptyCheck(Check):
         if signals.modality == "text":
             n_chars = np.asarray(signals.column("n_chars").to_numpy(zero_copy_only=False))
             is_null = signals.column("is_null").to_pylist()
+            bad = bad_rows(context)
             for row in np.flatnonzero(n_chars == 0):
+                if int(row) in bad:
+                    continue
                 what = "text is missing" if is_null[row] else "text is empty or whitespace only"
                 out.add(ids[row], score=1.0, severity="warning", message=what)
         else:
+            bad = bad_rows(context)
             for i, size in enumerate(signals.column("n_bytes").to_pylist()):
-                if size == 0:
+                if size == 0 and i not in bad:
                     out.add(ids[i], score=1.0, severity="warning", message="image file is empty (0 bytes)")
         return out.table()
 

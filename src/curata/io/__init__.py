@@ -10,7 +10,13 @@ from curata.errors import InputError
 from curata.io.hf import is_hf_dataset, is_hf_dataset_dict, read_hf_dataset, read_hf_dataset_dict
 from curata.io.images import read_image_folder, walk_files
 from curata.io.roles import Loaded, assemble, has_image_extension
-from curata.io.tabular import SUPPORTED_HINT, read_table_folder, read_table_path, table_format
+from curata.io.tabular import (
+    BAD_RECORD_COLUMN,
+    SUPPORTED_HINT,
+    read_table_folder,
+    read_table_path,
+    table_format,
+)
 
 __all__ = ["read_dataset"]
 
@@ -40,7 +46,15 @@ def read_dataset(
         "split": split_column,
     }
     loaded = _load(data, id_column)
-    return assemble(loaded, overrides, str(data))
+    bad: list[dict[str, object]] = []
+    if BAD_RECORD_COLUMN in loaded.table.column_names:
+        errors = loaded.table.column(BAD_RECORD_COLUMN).to_pylist()
+        bad = [{"row": row, "error": e} for row, e in enumerate(errors) if e is not None]
+        loaded.table = loaded.table.drop_columns([BAD_RECORD_COLUMN])
+    dataset = assemble(loaded, overrides, str(data))
+    if bad:
+        dataset.description["bad_records"] = bad
+    return dataset
 
 
 def _load(data: Path, id_column: str | None) -> Loaded:

@@ -172,6 +172,10 @@ def _first_char(path: Path) -> str:
     return head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")[:1]
 
 
+#: Column a reader adds for records it could not parse (the error, null for good records).
+BAD_RECORD_COLUMN = "__curata_bad_record__"
+
+
 def _read_jsonl(path: Path) -> pa.Table:
     try:
         if path.name.lower().endswith(".json") and _first_char(path) == "[":
@@ -202,37 +206,57 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def _read_jsonl_slowly(path: Path, arrow_message: str) -> pa.Table:
+    """Parse line by line; a bad line becomes an empty record carrying its error (see BAD_RECORD_COLUMN).
+
+    One bad record must not stop an audit: it is reported by the ``corrupt`` check. A file with no
+    good line at all is not JSON lines, and raises the first line's error.
+    """
     records: list[dict[str, Any]] = []
+    errors: list[str | None] = []
+    first_error: str | None = None
     try:
         for number, raw in _lines(path):
+            error: str | None = None
+            value: Any = None
             try:
                 text = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
             except UnicodeDecodeError:
-                raise InputError(
-                    f"{path}: line {number}: not valid UTF-8 text; re-save the file as UTF-8"
-                ) from None
+                error = f"line {number}: not valid UTF-8 text; re-save the file as UTF-8"
+                text = "-"
             if not text:
                 continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                if number == 1 and path.name.lower().endswith(".json"):
-                    _reject_single_object(path)
-                raise InputError(
-                    f"{path}: line {number}: malformed JSON ({exc.msg} at column {exc.colno}); "
-                    "each line must hold one complete JSON object"
-                ) from None
-            if not isinstance(value, dict):
-                raise InputError(
-                    f"{path}: line {number}: expected a JSON object, found {_json_kind(value)}; "
+            if error is None:
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    if number == 1 and path.name.lower().endswith(".json"):
+                        _reject_single_object(path)
+                    error = (
+                        f"line {number}: malformed JSON ({exc.msg} at column {exc.colno}); "
+                        "each line must hold one complete JSON object"
+                    )
+            if error is None and not isinstance(value, dict):
+                error = (
+                    f"line {number}: expected a JSON object, found {_json_kind(value)}; "
                     'each line must hold one object like {"text": "..."}'
                 )
-            records.append(value)
+            if error is not None:
+                first_error = first_error or error
+                records.append({})
+                errors.append(f"{path.name} {error}")
+            else:
+                records.append(value)
+                errors.append(None)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read ({brief(exc)})") from None
     if not records:
         raise InputError(f"{path}: no JSON records found ({arrow_message})")
-    return table_from_records(records)
+    if all(e is not None for e in errors):
+        raise InputError(f"{path}: {first_error}")
+    table = table_from_records(records)
+    if first_error is not None:
+        table = table.append_column(BAD_RECORD_COLUMN, pa.array(errors, pa.string()))
+    return table
 
 
 def _reject_single_object(path: Path) -> None:
