@@ -7,10 +7,11 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import encode, pattern_image, random_text, write_image_folder, write_parquet
-from test_report_html import CHROMIUM, CHROMIUM_ARGS
 
 from curata.audit import audit
+from test_report_html import CHROMIUM, CHROMIUM_ARGS
+
+from conftest import encode, pattern_image, random_text, write_image_folder, write_parquet
 
 
 def _open(page_file: Path, shot: Path) -> tuple[list[str], list[str], dict[str, object]]:
