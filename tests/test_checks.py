@@ -176,3 +176,17 @@ def test_a_crashing_check_is_reported_not_raised(
 
     with pytest.raises(CheckFailedError, match="planted failure"):
         audit(planted_text[0], tmp_path / "out2", workers=1, settings=AuditSettings(strict=True))
+
+
+def test_hugging_face_image_dataset_dict(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    images = [pattern_image(i) for i in range(6)] + [pattern_image(0)]
+    ds = datasets.Dataset.from_dict({"image": images, "label": [0, 1, 0, 1, 0, 1, 1]})
+    ds = ds.cast_column("image", datasets.Image())
+    datasets.DatasetDict({"train": ds.select(range(5)), "test": ds.select([5, 6])}).save_to_disk(
+        str(tmp_path / "hf")
+    )
+    result = audit(tmp_path / "hf", tmp_path / "out", workers=1)
+    assert found(result, "exact_duplicate") == {"6": "0"}
+    assert found(result, "split_leakage") == {"6": "0"}
+    assert found(result, "conflicting_labels") == {"6": "0"}
