@@ -13,6 +13,8 @@ from PIL import Image, ImageDraw, ImageEnhance
 
 from curata.errors import InputError
 from curata.signals.image import (
+    CODE_BYTES,
+    HASH_BITS,
     ImageDecodeError,
     ImageHashSettings,
     cross_near_duplicate_pairs,
@@ -56,9 +58,16 @@ def _row(data: bytes | None) -> dict[str, object]:
 
 
 def _dist(a: bytes, b: bytes) -> int:
+    """Hamming distance of the hash parts of two perceptual codes."""
+    n = HASH_BITS // 8
     return int(
-        np.unpackbits(np.bitwise_xor(np.frombuffer(a[:8], np.uint8), np.frombuffer(b[:8], np.uint8))).sum()
+        np.unpackbits(np.bitwise_xor(np.frombuffer(a[:n], np.uint8), np.frombuffer(b[:n], np.uint8))).sum()
     )
+
+
+def _pairs(codes: list[bytes]) -> set[tuple[int, int]]:
+    pairs, _ = near_duplicate_image_pairs(codes, SETTINGS)
+    return {(int(i), int(j)) for i, j in pairs.tolist()}
 
 
 def test_bad_inputs_give_errors_not_exceptions() -> None:
@@ -136,7 +145,9 @@ def test_different_images_and_sizes_differ() -> None:
         [_encode(a, "PNG"), _encode(b, "PNG"), _encode(a.resize((80, 60)), "PNG")], SETTINGS
     ).to_pylist()
     assert len({r["pixel_hash"] for r in rows}) == 3
-    assert _dist(rows[0]["phash"], rows[1]["phash"]) > SETTINGS.max_distance
+    assert all(len(r["phash"]) == CODE_BYTES for r in rows)
+    assert _dist(rows[0]["phash"], rows[1]["phash"]) > 64
+    assert _pairs([r["phash"] for r in rows]) == {(0, 2)}
 
 
 def test_copies_are_near_duplicates_and_other_pictures_are_not() -> None:
@@ -154,14 +165,62 @@ def test_copies_are_near_duplicates_and_other_pictures_are_not() -> None:
     codes = batch.column("phash").to_pylist()
     for c in codes[1:7]:
         assert _dist(codes[0], c) <= SETTINGS.max_distance
-    for c in codes[7:]:
-        assert _dist(codes[0], c) > SETTINGS.max_distance
     pairs, score = near_duplicate_image_pairs(batch.column("phash"), SETTINGS)
     found = {tuple(p) for p in pairs.tolist()}
     assert {(0, k) for k in range(1, 7)} <= found
     assert not any(i == 0 and j >= 7 for i, j in found)
     assert pairs.dtype == np.int64 and score.dtype == np.float64 and len(score) == len(pairs)
     assert np.all(pairs[:, 0] < pairs[:, 1])
+    # The score is a similarity: 1 for equal hashes, lower for more distant ones.
+    assert np.all((score >= 0.0) & (score <= 1.0))
+    for (i, j), sim in zip(pairs.tolist(), score.tolist(), strict=True):
+        assert sim == pytest.approx(1.0 - _dist(codes[i], codes[j]) / HASH_BITS)
+
+
+def test_identical_pictures_have_similarity_one() -> None:
+    img = _scene(8)
+    codes = image_signals([_encode(img, "PNG"), _encode(img, "WEBP", lossless=True)], SETTINGS).column(
+        "phash"
+    )
+    pairs, sim = near_duplicate_image_pairs(codes, SETTINGS)
+    assert pairs.tolist() == [[0, 1]] and sim.tolist() == [1.0]
+    cross, csim = cross_near_duplicate_pairs(codes, codes, SETTINGS)
+    assert sorted(map(tuple, cross.tolist())) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert np.all(csim == 1.0)
+
+
+def test_margins_do_not_move_the_code() -> None:
+    # The same drawing on a small and on a large page, and shrunk: the ink box is the same.
+    page = Image.new("RGB", (200, 200), "white")
+    draw = ImageDraw.Draw(page)
+    draw.ellipse((60, 70, 120, 130), fill=(200, 30, 30))
+    draw.rectangle((80, 60, 140, 90), fill=(20, 20, 160))
+    draw.line((50, 140, 150, 60), fill="black", width=3)
+    tight = page.crop((40, 50, 160, 150))
+    small = page.resize((100, 100), Image.Resampling.LANCZOS)
+    rows = image_signals([_encode(x, "PNG") for x in (page, tight, small)], SETTINGS).to_pylist()
+    codes = [r["phash"] for r in rows]
+    assert _dist(codes[0], codes[1]) <= 16 and _dist(codes[0], codes[2]) <= 24
+    assert _pairs(codes) == {(0, 1), (0, 2), (1, 2)}
+
+
+def test_colour_variants_are_not_near_duplicates_but_grey_copies_are() -> None:
+    def arrow(colour: tuple[int, int, int]) -> Image.Image:
+        img = Image.new("RGB", (120, 120), "white")
+        ImageDraw.Draw(img).polygon(
+            [(20, 50), (70, 50), (70, 25), (105, 60), (70, 95), (70, 70), (20, 70)], fill=colour
+        )
+        return img
+
+    green, blue = arrow((30, 170, 40)), arrow((30, 40, 200))
+    items = [_encode(green, "PNG"), _encode(blue, "PNG"), _encode(green.convert("L"), "PNG")]
+    codes = image_signals(items, SETTINGS).column("phash").to_pylist()
+    # The shapes are identical, so only the colour check tells the variants apart.
+    assert _dist(codes[0], codes[1]) <= SETTINGS.max_distance
+    found = _pairs(codes)
+    assert (0, 2) in found and (0, 1) not in found
+    no_colour = ImageHashSettings(threads=1, max_colour_difference=None)
+    assert (0, 1) in {tuple(p) for p in near_duplicate_image_pairs(codes, no_colour)[0].tolist()}
 
 
 def test_cross_pairs() -> None:
@@ -191,6 +250,7 @@ def test_transparent_image_is_hashed_on_white() -> None:
     ).to_pylist()
     assert _dist(rows[0]["phash"], rows[1]["phash"]) <= 2
     assert rows[0]["phash"] != rows[2]["phash"]
+    assert _pairs([r["phash"] for r in rows]) == {(0, 1)}
     assert rows[0]["pixel_hash"] != rows[1]["pixel_hash"]  # the pixels themselves differ
 
 
@@ -201,6 +261,12 @@ def test_thumbnail_and_settings() -> None:
     assert max(thumb.size) == 64
     assert thumbnail_data_uri(b"junk") is None
     fp = ImageHashSettings().fingerprint()
-    assert fp == ImageHashSettings(max_distance=3).fingerprint() and "v" in fp
+    assert fp == ImageHashSettings(max_distance=3, min_correlation=0.5).fingerprint() and "v" in fp
     with pytest.raises(ValueError):
-        ImageHashSettings(max_distance=99)
+        ImageHashSettings(max_distance=HASH_BITS + 1)
+    with pytest.raises(ValueError):
+        ImageHashSettings(min_correlation=1.5)
+    with pytest.raises(ValueError):
+        ImageHashSettings(max_colour_difference=-1.0)
+    with pytest.raises(ValueError):
+        near_duplicate_image_pairs([b"\0" * 16, b"\0" * 16], SETTINGS)

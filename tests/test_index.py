@@ -27,8 +27,8 @@ def _clustered(rng: np.random.Generator, n: int, nbytes: int) -> np.ndarray:
     return codes ^ flips
 
 
-@pytest.mark.parametrize("nbytes", [8, 16])
-@pytest.mark.parametrize("r", [0, 3, 8])
+@pytest.mark.parametrize("nbytes", [8, 16, 32])
+@pytest.mark.parametrize("r", [0, 3, 8, 24])
 def test_hamming_pairs_matches_brute_force(nbytes: int, r: int) -> None:
     rng = np.random.default_rng(nbytes * 100 + r)
     codes = _clustered(rng, 300, nbytes)
@@ -56,15 +56,27 @@ def test_identical_codes_are_all_paired() -> None:
     assert len(pairs) == 10 and np.all(dist == 0)
 
 
-def test_cross_pairs_match_brute_force() -> None:
+@pytest.mark.parametrize(("nbytes", "r"), [(8, 7), (32, 30)])
+def test_cross_pairs_match_brute_force(nbytes: int, r: int) -> None:
     rng = np.random.default_rng(2)
-    both = _clustered(rng, 400, 8)
+    both = _clustered(rng, 400, nbytes)
     a, b = both[:150], both[150:]
     for x, y in ((a, b), (b, a)):
-        pairs, dist = hamming_cross_pairs(x, y, 7)
+        pairs, dist = hamming_cross_pairs(x, y, r)
         got = {(int(i), int(j)): int(d) for (i, j), d in zip(pairs, dist, strict=True)}
-        assert got == _brute(x, y, 7)
+        assert got == _brute(x, y, r)
         assert len(got) > 0
+
+
+def test_results_do_not_depend_on_query_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import curata.index as index
+
+    rng = np.random.default_rng(3)
+    codes = _clustered(rng, 500, 32)
+    whole = hamming_pairs(codes, 20)
+    monkeypatch.setattr(index, "_BLOCK", 37)
+    blocked = hamming_pairs(codes, 20)
+    assert np.array_equal(whole[0], blocked[0]) and np.array_equal(whole[1], blocked[1])
 
 
 def test_empty_and_bad_input() -> None:

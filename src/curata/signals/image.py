@@ -1,14 +1,22 @@
-"""Image signals: strict decoding, exact pixel hashes, perceptual hashes and thumbnails.
+"""Image signals: strict decoding, exact pixel hashes, perceptual codes and thumbnails.
 
-The perceptual code stored per image is 128 bits, kept as ``fixed_size_binary(16)``:
-bytes 0-7 are a 64-bit DCT hash (pHash) and bytes 8-15 a 64-bit gradient hash (dHash),
-both big-endian and both computed from the picture composited on white and reduced
-to greyscale.  Two images are near duplicates when the pHash halves are within
-``ImageHashSettings.max_distance`` bits AND the dHash halves within
-``ImageHashSettings.dhash_max_distance`` bits; the dHash gate is
-available for extra precision (off by default; see ImageHashSettings).  Before hashing,
-a uniform border (e.g. the blank page around clip art) is trimmed, so that unrelated
-drawings do not collide as "blob on white" and crops of the margin do not move the code.
+The perceptual code stored per image (the ``phash`` column, ``fixed_size_binary(CODE_BYTES)``,
+1,184 bytes) has three parts, all computed from the picture composited on white and
+cropped to its "ink box" (see ``_ink_box``: the part of a drawing on a uniform page that
+holds the central 99% of its ink, so margins, re-framing and faint anti-aliased edges do
+not move it):
+
+* bytes 0-31: a 256-bit DCT hash (pHash): the 16x16 lowest frequencies of a 64x64
+  greyscale resample, one bit per coefficient (above the median or not; the DC bit is 0);
+* bytes 32-1055: the 32x32 greyscale thumbnail of the same crop (uint8, row-major);
+* bytes 1056-1183: the 8x8 Cb then 8x8 Cr thumbnails of the crop (128 = no colour).
+
+Near duplicates are found in two steps: candidate pairs whose hashes are within
+``ImageHashSettings.max_distance`` bits (exact search, ``curata.index``), then a check of
+the thumbnails: their correlation must be high enough for the hash distance, and two
+coloured pictures must have similar colours (a grey picture may be a greyscale copy).
+The correlation ignores brightness and contrast, so brightened, darkened and greyscale
+copies match; the colour check separates the many colour variants of one drawing.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from curata.index import hamming_cross_pairs, hamming_pairs
 
 __all__ = [
     "CODE_BYTES",
+    "HASH_BITS",
     "ImageDecodeError",
     "ImageHashSettings",
     "cross_near_duplicate_pairs",
@@ -85,31 +94,49 @@ _DCT = _dct_matrix(_DCT_SIDE, _LOW)
 class ImageHashSettings:
     """How near-duplicate candidates are found and verified.
 
-    A pair is a near duplicate when its 256-bit perceptual hashes differ in at most
-    ``max_distance`` bits (the candidate search), the Pearson correlation of its 32x32
-    greyscale thumbnails is at least ``min_correlation``, and, when both pictures have
-    colour, the mean absolute difference of their 8x8 chroma (Cb, Cr) thumbnails is at
-    most ``max_colour_difference`` grey levels (``None`` turns the colour check off).
-    ``threads`` is the decoding pool size (0 = one per core).  The defaults were tuned on
-    benchmarks/bench_image_dups.py (openclipart-png with resized, JPEG, cropped,
-    brightened and greyscale copies).
+    Candidates are pairs whose 256-bit perceptual hashes differ in at most
+    ``max_distance`` bits.  A candidate at distance ``d`` is kept when the Pearson
+    correlation of the two 32x32 greyscale thumbnails is at least
+    ``min_correlation + (min_correlation_far - min_correlation) * d / max_distance``
+    (close hashes need less pictorial evidence than distant ones) and, when both
+    pictures have colour, the mean absolute difference of their 8x8 chroma (Cb, Cr)
+    thumbnails is at most ``max_colour_difference`` levels (``None`` turns the colour
+    check off; a grey picture passes it, since it may be a greyscale copy).
+    ``threads`` is the decoding pool size (0 = one per core).
+
+    The defaults were tuned on benchmarks/bench_image_dups.py (openclipart-png with
+    resized, JPEG, cropped, brightened and greyscale copies; 4,000 originals): the
+    hash alone (any radius) could not reach precision 0.99 because openclipart holds
+    many colour variants and look-alike drawings; the correlation and colour checks
+    remove most of them.
     """
 
-    max_distance: int = 64
-    min_correlation: float = 0.9
-    max_colour_difference: float | None = 6.0
+    max_distance: int = 80
+    min_correlation: float = 0.90
+    min_correlation_far: float = 0.98
+    max_colour_difference: float | None = 8.0
     threads: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_distance <= HASH_BITS:
             raise ConfigError(f"max_distance must be in 0..{HASH_BITS}, got {self.max_distance}")
-        if not -1.0 <= self.min_correlation <= 1.0:
-            raise ConfigError(f"min_correlation must be in -1..1, got {self.min_correlation}")
+        for name in ("min_correlation", "min_correlation_far"):
+            value = getattr(self, name)
+            if not -1.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be in -1..1, got {value}")
         c = self.max_colour_difference
         if c is not None and not c >= 0:
             raise ConfigError(f"max_colour_difference must be >= 0 or None, got {c}")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 = one per core), got {self.threads}")
+
+    def required_correlation(self, distance: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        """Return the thumbnail correlation a candidate at each hash ``distance`` needs."""
+        frac = distance.astype(np.float64) / max(self.max_distance, 1)
+        out: npt.NDArray[np.float64] = self.min_correlation + (
+            self.min_correlation_far - self.min_correlation
+        ) * np.minimum(frac, 1.0)
+        return out
 
     def fingerprint(self) -> str:
         """Return a short stable string naming the codes; thresholds are excluded.
@@ -299,6 +326,7 @@ _INK_QUANTILE = 0.005
 _MIN_CONTENT = 2.0
 # Working copies are reduced (by an integer factor) until their longest side is below 2x this.
 _WORK_SIDE = 256
+# Filter of the final resample to the DCT square.
 _RESAMPLE = Image.Resampling.BILINEAR
 
 
@@ -307,10 +335,10 @@ def _features(img: Image.Image) -> bytes:
     work = _working_copy(img)
     grey_img = work if work.mode == "L" else work.convert("L")
     box = _ink_box(np.asarray(grey_img, dtype=np.float64))
-    # Box filtering averages every source pixel, which keeps the code stable under resizing.
-    big = np.asarray(
-        grey_img.resize((_DCT_SIDE, _DCT_SIDE), _RESAMPLE, box=box), dtype=np.float64
-    )
+    # Bilinear (a triangle filter scaled to the reduction when shrinking) rather than box:
+    # box upsampling of small icons duplicates whole pixels, so a sub-pixel move of the
+    # ink box jumps the samples and flips many bits.
+    big = np.asarray(grey_img.resize((_DCT_SIDE, _DCT_SIDE), _RESAMPLE, box=box), dtype=np.float64)
     low = (_DCT @ big @ _DCT.T).ravel()
     # The DC term only measures overall brightness: it is left out of the median and its bit is 0.
     bits = low > np.median(low[1:])
@@ -374,7 +402,8 @@ _SCHEMA = pa.schema(
 def image_signals(items: Sequence[bytes | None], settings: ImageHashSettings) -> pa.RecordBatch:
     """Return one row per item, in order, with pixel_hash, phash, width, height and error.
 
-    ``phash`` is ``fixed_size_binary(16)``: pHash (bytes 0-7) then dHash (bytes 8-15).
+    ``phash`` is ``fixed_size_binary(CODE_BYTES)``: the perceptual code described in the
+    module docstring.
     A ``None`` item means the file could not be read.  Decoding runs on a thread pool
     (Pillow releases the GIL while decoding and resizing).
     """
@@ -391,7 +420,7 @@ def image_signals(items: Sequence[bytes | None], settings: ImageHashSettings) ->
 
 
 def _as_code_matrix(codes: Any) -> npt.NDArray[np.uint8]:
-    """Return ``codes`` as an (n, 16) uint8 matrix; accepts that matrix, bytes or an Arrow column."""
+    """Return ``codes`` as an (n, CODE_BYTES) uint8 matrix; accepts that matrix, bytes or an Arrow column."""
     if isinstance(codes, (pa.Array, pa.ChunkedArray)):
         if codes.null_count:
             raise ConfigError("perceptual codes contain nulls; pass the valid rows only")
@@ -463,7 +492,7 @@ def _verify(
     if len(pairs) == 0:
         return pairs.reshape(0, 2), np.zeros(0, dtype=np.float64)
     corr, cdiff = _pair_metrics(a, b, pairs)
-    keep = corr >= settings.min_correlation
+    keep = corr >= settings.required_correlation(dist)
     if settings.max_colour_difference is not None:
         keep &= cdiff <= settings.max_colour_difference
     similarity = 1.0 - dist[keep].astype(np.float64) / HASH_BITS
