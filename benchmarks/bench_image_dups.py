@@ -8,8 +8,9 @@ A reported pair counts as correct when both images derive from the same original
 when their originals are natural duplicates: identical decoded pixels, or a strict
 second metric agrees -- both originals composited on white and resized to 64x64 RGB
 differ by a mean absolute error of at most ``--verify-mae`` (default 6 of 255) per
-channel.  Everything else is a false positive: in particular colour variants of one
-drawing (openclipart has many) and look-alike drawings count as false.
+channel (whole canvas: lenient for small drawings on a large blank page).
+Everything else is a false positive: in particular colour variants of one drawing
+(openclipart has many) and look-alike drawings count as false.
 
 The goal is stated for copies vs originals, so the headline precision is over the
 reported pairs that involve a copy; precision over original-original pairs (natural
@@ -223,16 +224,22 @@ def main() -> int:
     ga, gb = group[cand[:, 0]], group[cand[:, 1]]
     natural_cache: dict[tuple[int, int], bool] = {}
 
+    n_groups = len(paths)
+
     def correct_mask(sel: np.ndarray) -> np.ndarray:
-        out = np.zeros(int(sel.sum()), dtype=bool)
-        for k, (a, b) in enumerate(zip(ga[sel], gb[sel], strict=True)):
-            if a == b:
-                out[k] = True
-                continue
-            key = (min(a, b), max(a, b))
-            if key not in natural_cache:
-                natural_cache[key] = natural_dup(*key)
-            out[k] = natural_cache[key]
+        a, b = ga[sel], gb[sel]
+        out = a == b
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        keys = lo * n_groups + hi
+        # Judge each distinct pair of originals once; copies repeat the same pairs many times.
+        uniq, inverse = np.unique(keys[~out], return_inverse=True)
+        verdict = np.zeros(len(uniq), dtype=bool)
+        for k, key in enumerate(uniq.tolist()):
+            pair = (key // n_groups, key % n_groups)
+            if pair not in natural_cache:
+                natural_cache[pair] = natural_dup(*pair)
+            verdict[k] = natural_cache[pair]
+        out[~out] = verdict[inverse]
         return out
 
     involves_copy = (kind[cand[:, 0]] != "original") | (kind[cand[:, 1]] != "original")
