@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import importlib.util
 import re
 import struct
 import zlib
@@ -15,15 +14,8 @@ import pytest
 
 from curata.report.html import TEXT_LIMIT, highlight_shared, render_html, safe_image_uri, truncate
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from browser import open_page, require_browser
+
 EXTERNAL_ATTR = re.compile(
     r"""\b(?:src|href|xlink:href|action|poster|srcset)\s*=\s*["']?\s*(?:https?:)?//""", re.I
 )
@@ -387,52 +379,31 @@ def test_examples_without_matching_check_are_ignored() -> None:
 
 @pytest.mark.browser
 def test_opens_offline_in_chromium(tmp_path: Path) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is not installed")
-    if importlib.util.find_spec("playwright") is None:
-        pytest.skip("playwright is not installed")
-    from playwright.sync_api import sync_playwright
-
+    require_browser()
     report, examples = sample_report(), sample_examples()
     page_file = tmp_path / "report.html"
     page_file.write_text(render_html(report, examples), encoding="utf-8")
 
-    errors: list[str] = []
-    external: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on(
-                "request",
-                lambda r: external.append(r.url) if not r.url.startswith(("file://", "data:")) else None,
-            )
-            page.goto(page_file.as_uri())
-            page.wait_for_load_state("load")
+    with open_page(page_file) as (page, log):
+        rows = page.locator("#checks-table tbody tr").count()
+        assert rows == len(report["checks"])
+        assert page.locator("svg.chart").count() >= 7
+        widths = page.eval_on_selector_all("img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
+        assert widths and all(w > 0 for w in widths), widths
+        assert page.locator(".text mark").count() >= 2
 
-            rows = page.locator("#checks-table tbody tr").count()
-            assert rows == len(report["checks"])
-            assert page.locator("svg.chart").count() >= 7
-            widths = page.eval_on_selector_all("img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
-            assert widths and all(w > 0 for w in widths), widths
-            assert page.locator(".text mark").count() >= 2
+        # the severity filter hides examples of other severities
+        page.click("button[data-filter=error]")
+        visible = page.eval_on_selector_all(".ex", "els => els.filter(e => !e.hidden).length")
+        total = page.locator(".ex").count()
+        assert 0 < visible < total
+        page.click("button[data-filter=all]")
+        page.click("button[data-toggle=close]")
+        assert page.eval_on_selector_all("details.check", "els => els.every(e => !e.open)")
+        page.click("button[data-toggle=open]")
 
-            # the severity filter hides examples of other severities
-            page.click("button[data-filter=error]")
-            visible = page.eval_on_selector_all(".ex", "els => els.filter(e => !e.hidden).length")
-            total = page.locator(".ex").count()
-            assert 0 < visible < total
-            page.click("button[data-filter=all]")
-            page.click("button[data-toggle=close]")
-            assert page.eval_on_selector_all("details.check", "els => els.every(e => !e.open)")
-            page.click("button[data-toggle=open]")
-
-            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        finally:
-            browser.close()
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
 
     assert (tmp_path / "report.png").stat().st_size > 10_000
-    assert not errors, errors
-    assert not external, external
+    assert not log.errors, log.errors
+    assert not log.external, log.external

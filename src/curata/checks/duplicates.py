@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -101,6 +103,52 @@ class NearDuplicateCheck(Check):
         return out.table()
 
 
+@dataclass(frozen=True)
+class _Disagreement:
+    """A cluster member whose value (label, split) differs from the cluster's reference value."""
+
+    row: int
+    value: str
+    anchor: int
+    anchor_value: str
+    similarity: float
+    cluster: int
+    counts: Counter[str]
+
+
+def _disagreements(
+    context: Context,
+    values: list[str | None],
+    reference: Callable[[Counter[str], list[tuple[int, str]]], str],
+) -> Iterator[_Disagreement]:
+    """Yield every duplicate-cluster member whose value differs from ``reference(counts, present)``.
+
+    The anchor is the earliest record holding the reference value; members without a value are
+    ignored, and clusters with a single value yield nothing.
+    """
+    clusters = shared_clusters(context)
+    for first, members in clusters.members().items():
+        present = [(int(r), str(values[r])) for r in members if values[r] not in (None, "")]
+        counts = Counter(v for _, v in present)
+        if len(counts) < 2:
+            continue
+        ref = reference(counts, present)
+        anchor = min(r for r, v in present if v == ref)
+        for row, value in present:
+            if value != ref:
+                sim = clusters.pair_similarity(row, anchor)
+                yield _Disagreement(row, value, anchor, ref, sim, first, counts)
+
+
+def _majority(counts: Counter[str], present: list[tuple[int, str]]) -> str:
+    # Ties go to the value of the earliest record, so the result does not depend on hashing.
+    return max(counts, key=lambda v: (counts[v], -min(r for r, x in present if x == v)))
+
+
+def _earliest_split(counts: Counter[str], present: list[tuple[int, str]]) -> str:
+    return min(counts, key=lambda s: (SPLIT_ORDER.get(s, 1), s))
+
+
 @register
 class ConflictingLabelsCheck(Check):
     """Duplicate or near-duplicate content carrying different labels."""
@@ -114,42 +162,25 @@ class ConflictingLabelsCheck(Check):
 
     def run(self, context: Context) -> pa.Table:
         """Report members whose label differs from their cluster's most common label."""
-        clusters = shared_clusters(context)
-        labels = context.dataset.labels()
         ids = context.record_ids
         out = FindingsBuilder(self.name)
-        for first, members in clusters.members().items():
-            present = [(int(r), labels[r]) for r in members if labels[r] not in (None, "")]
-            counts = Counter(label for _, label in present)
-            if len(counts) < 2:
-                continue
-            # Ties go to the label of the earliest record, so the result does not depend on hashing.
-            majority = max(counts, key=lambda lab: (counts[lab], -min(r for r, x in present if x == lab)))
-            anchor = min(r for r, lab in present if lab == majority)
-            for row, label in present:
-                if label == majority:
-                    continue
-                sim = clusters.pair_similarity(row, anchor)
-                same = "the same" if sim >= 1.0 else "nearly the same"
-                out.add(
-                    ids[row],
-                    related_id=ids[anchor],
-                    group_id=f"dup-{ids[first]}",
-                    score=sim,
-                    severity="error",
-                    message=f"labelled '{label}' but {ids[anchor]} with {same} content is '{majority}'",
-                    evidence={
-                        "label": label,
-                        "other_label": majority,
-                        "labels": dict(counts),
-                        "similarity": round(sim, 4),
-                    },
-                )
+        for d in _disagreements(context, context.dataset.labels(), _majority):
+            same = "the same" if d.similarity >= 1.0 else "nearly the same"
+            out.add(
+                ids[d.row],
+                related_id=ids[d.anchor],
+                group_id=f"dup-{ids[d.cluster]}",
+                score=d.similarity,
+                severity="error",
+                message=f"labelled '{d.value}' but {ids[d.anchor]} with {same} content is '{d.anchor_value}'",
+                evidence={
+                    "label": d.value,
+                    "other_label": d.anchor_value,
+                    "labels": dict(d.counts),
+                    "similarity": round(d.similarity, 4),
+                },
+            )
         return out.table()
-
-
-def _split_rank(split: str) -> int:
-    return SPLIT_ORDER.get(split, 1)
 
 
 @register
@@ -165,29 +196,21 @@ class SplitLeakageCheck(Check):
 
     def run(self, context: Context) -> pa.Table:
         """Report each member in a later split than its cluster's earliest split (test, else val)."""
-        clusters = shared_clusters(context)
-        splits = context.dataset.splits()
         ids = context.record_ids
         out = FindingsBuilder(self.name)
-        for first, members in clusters.members().items():
-            present = [(int(r), splits[r]) for r in members if splits[r] is not None]
-            names = {s for _, s in present}
-            if len(names) < 2:
-                continue
-            earliest = min(names, key=lambda s: (_split_rank(s), s))
-            anchor = min(r for r, s in present if s == earliest)
-            for row, split in present:
-                if split == earliest:
-                    continue
-                sim = clusters.pair_similarity(row, anchor)
-                kind = "identical" if sim >= 1.0 else "near-duplicate"
-                out.add(
-                    ids[row],
-                    related_id=ids[anchor],
-                    group_id=f"dup-{ids[first]}",
-                    score=sim,
-                    severity="error",
-                    message=f"{split} record is {kind} to {earliest} record {ids[anchor]}",
-                    evidence={"split": split, "other_split": earliest, "similarity": round(sim, 4)},
-                )
+        for d in _disagreements(context, context.dataset.splits(), _earliest_split):
+            kind = "identical" if d.similarity >= 1.0 else "near-duplicate"
+            out.add(
+                ids[d.row],
+                related_id=ids[d.anchor],
+                group_id=f"dup-{ids[d.cluster]}",
+                score=d.similarity,
+                severity="error",
+                message=f"{d.value} record is {kind} to {d.anchor_value} record {ids[d.anchor]}",
+                evidence={
+                    "split": d.value,
+                    "other_split": d.anchor_value,
+                    "similarity": round(d.similarity, 4),
+                },
+            )
         return out.table()
