@@ -77,7 +77,7 @@ def _prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _reference_roles(data: Dataset, overrides: dict[str, str | None]) -> dict[str, str | None]:
+def _reference_roles(overrides: dict[str, str | None]) -> dict[str, str | None]:
     """Use the data's named content columns for references too, when they have them."""
     return {k: v for k, v in overrides.items() if k in ("text_column", "image_column")}
 
@@ -115,7 +115,7 @@ def audit(
     refs: list[Dataset] = []
     for ref_path in references:
         try:
-            refs.append(read_dataset(ref_path, **_reference_roles(dataset, roles)))
+            refs.append(read_dataset(ref_path, **_reference_roles(roles)))
         except InputError:
             refs.append(read_dataset(ref_path))
     for ref in refs:
