@@ -6,7 +6,7 @@ import datetime as dt
 import time
 import traceback
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -96,14 +96,20 @@ def audit(
     engine: str = "local",
     workers: int | None = None,
     workspace: str | Path | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> AuditResult:
-    """Audit ``data`` and write ``findings.parquet``, ``report.json`` and ``report.html`` to ``out``."""
+    """Audit ``data`` and write ``findings.parquet``, ``report.json`` and ``report.html`` to ``out``.
+
+    ``on_step`` is called with a short description as each step starts (for progress display).
+    """
     settings = settings or AuditSettings()
+    step = on_step or (lambda _: None)
     out = Path(out)
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
+    step(f"reading {data}")
     roles = dict(
         id_column=id_column,
         text_column=text_column,
@@ -128,6 +134,7 @@ def audit(
     _prepare_out(out)
 
     t = time.perf_counter()
+    step("computing signals")
     eng = get_engine(engine, workers)
     cache = SignalCache(Path(workspace) if workspace else out.resolve().parent / ".curata")
     signals = compute_signals(dataset, eng, settings.signals, cache, label="data")
@@ -144,10 +151,11 @@ def audit(
         references=[(ref, {"data": s}) for ref, s in zip(refs, ref_signals, strict=True)],
         settings={"signals": settings.signals, "contamination": settings.contamination},
     )
-    findings, check_status = run_checks(context, settings)
+    findings, check_status = run_checks(context, settings, step)
     timings["checks_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    step("writing reports")
     report = build_report(dataset, refs, signals, ref_signals, findings, check_status, settings, context)
     exit_code = exit_code_for(findings, settings.fail_on)
     worst = _worst_severity(findings)
@@ -164,7 +172,9 @@ def audit(
     return AuditResult(findings, report, out, exit_code)
 
 
-def run_checks(context: Context, settings: AuditSettings) -> tuple[pa.Table, dict[str, dict[str, Any]]]:
+def run_checks(
+    context: Context, settings: AuditSettings, on_step: Callable[[str], None] | None = None
+) -> tuple[pa.Table, dict[str, dict[str, Any]]]:
     """Run every selected check; a crash becomes a failed status (re-raised with ``strict``)."""
     tables: list[pa.Table] = []
     status: dict[str, dict[str, Any]] = {}
@@ -188,6 +198,8 @@ def run_checks(context: Context, settings: AuditSettings) -> tuple[pa.Table, dic
             entry.update(status="skipped", reason=reason)
             continue
         t = time.perf_counter()
+        if on_step is not None:
+            on_step(f"check {name}")
         try:
             table = check.run(context)
         except Exception as exc:

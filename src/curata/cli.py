@@ -89,7 +89,8 @@ def audit(
             skip=tuple(c.strip() for c in skip.split(",") if c.strip()) if skip else (),
             strict=strict,
         )
-        with err.status("auditing…", spinner="dots") if not quiet and err.is_terminal else _NullContext():
+        status = err.status("auditing…", spinner="dots") if not quiet and err.is_terminal else None
+        with status or _NullContext():
             result = run_audit(
                 data,
                 out_dir,
@@ -103,6 +104,7 @@ def audit(
                 engine=engine,
                 workers=workers,
                 workspace=workspace,
+                on_step=(lambda text: status.update(f"{text}…")) if status is not None else None,
             )
     except CurataError as exc:
         _fail(str(exc))
