@@ -242,10 +242,11 @@ def main() -> int:
         min_correlation=-1.0,
         min_correlation_far=-1.0,
         max_colour_difference=None,
+        max_luma_difference=None,
     )
     cand, sim = near_duplicate_image_pairs(codes, loose)
     dp = np.rint((1.0 - sim) * HASH_BITS).astype(np.int64)
-    corr, cdiff = _pair_metrics(codes, codes, cand)
+    corr, cdiff, ldiff = _pair_metrics(codes, codes, cand)
     ga, gb = group[cand[:, 0]], group[cand[:, 1]]
     natural_cache: dict[tuple[int, int], bool] = {}
 
@@ -277,6 +278,8 @@ def main() -> int:
         sel = (dp <= s.max_distance) & (corr >= s.required_correlation(dp))
         if s.max_colour_difference is not None:
             sel &= cdiff <= s.max_colour_difference
+        if s.max_luma_difference is not None:
+            sel &= ldiff <= s.max_luma_difference
         return sel
 
     def evaluate(s: ImageHashSettings) -> dict[str, Any]:
@@ -297,6 +300,7 @@ def main() -> int:
             "min_correlation": s.min_correlation,
             "min_correlation_far": s.min_correlation_far,
             "max_colour_difference": s.max_colour_difference,
+            "max_luma_difference": s.max_luma_difference,
             "recall_overall": hits_all / len(copy_items),
             "recall_per_transform": per,
             "pairs_reported": int(sel.sum()),
@@ -311,19 +315,25 @@ def main() -> int:
     for d in (48, 64, 80, 96, 112):
         for lo, hi in ((-1.0, -1.0), (0.9, 0.9), (0.95, 0.95), (0.85, 0.95), (0.9, 0.98)):
             for col in (None, 8.0):
-                s = ImageHashSettings(
-                    max_distance=d, min_correlation=lo, min_correlation_far=hi, max_colour_difference=col
-                )
-                grid.append(evaluate(s))
+                for luma in (None, 32.0):
+                    s = ImageHashSettings(
+                        max_distance=d,
+                        min_correlation=lo,
+                        min_correlation_far=hi,
+                        max_colour_difference=col,
+                        max_luma_difference=luma,
+                    )
+                    grid.append(evaluate(s))
     chosen_eval = evaluate(settings)
     print(
-        "\nthreshold grid (hash radius d, correlation at d=0 / at d=radius, colour check):"
+        "\nthreshold grid (hash radius d, correlation at d=0 / at d=radius, colour and luma checks):"
         " recall / precision with a copy / all pairs / false pairs"
     )
     for g in grid:
         print(
             f"  d={g['max_distance']:3d} corr={g['min_correlation']:5.2f}/{g['min_correlation_far']:5.2f}"
-            f" colour={g['max_colour_difference']!s:>4}: recall {g['recall_overall']:.4f}"
+            f" colour={g['max_colour_difference']!s:>4} luma={g['max_luma_difference']!s:>4}:"
+            f" recall {g['recall_overall']:.4f}"
             f"  precision {g['precision_pairs_with_a_copy']:.4f} / {g['precision_all_pairs']:.4f}"
             f"  false {g['false_pairs']}"
         )

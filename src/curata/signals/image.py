@@ -101,7 +101,11 @@ class ImageHashSettings:
     (close hashes need less pictorial evidence than distant ones) and, when both
     pictures have colour, the mean absolute difference of their 8x8 chroma (Cb, Cr)
     thumbnails is at most ``max_colour_difference`` levels (``None`` turns the colour
-    check off; a grey picture passes it, since it may be a greyscale copy).
+    check off; a grey picture passes it, since it may be a greyscale copy), and the mean
+    absolute difference of the raw 32x32 grey thumbnails is at most
+    ``max_luma_difference`` levels (``None``: off) -- this is what tells a greyscale copy
+    of a blue drawing from the yellow variant of the same drawing, which the colour check
+    cannot (brightness +-10% copies move it by up to ~30 levels).
     ``threads`` is the decoding pool size (0 = one per core).
 
     The defaults were tuned on benchmarks/bench_image_dups.py (openclipart-png with
@@ -115,6 +119,7 @@ class ImageHashSettings:
     min_correlation: float = 0.90
     min_correlation_far: float = 0.98
     max_colour_difference: float | None = 8.0
+    max_luma_difference: float | None = 32.0
     threads: int = 0
 
     def __post_init__(self) -> None:
@@ -124,9 +129,10 @@ class ImageHashSettings:
             value = getattr(self, name)
             if not -1.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be in -1..1, got {value}")
-        c = self.max_colour_difference
-        if c is not None and not c >= 0:
-            raise ConfigError(f"max_colour_difference must be >= 0 or None, got {c}")
+        for name in ("max_colour_difference", "max_luma_difference"):
+            c = getattr(self, name)
+            if c is not None and not c >= 0:
+                raise ConfigError(f"{name} must be >= 0 or None, got {c}")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 = one per core), got {self.threads}")
 
@@ -443,8 +449,8 @@ def _as_code_matrix(codes: Any) -> npt.NDArray[np.uint8]:
 
 def _pair_metrics(
     a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], pairs: npt.NDArray[np.int64]
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Return (thumbnail correlation, chroma difference) of each pair of rows (a[i], b[j]).
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Return (thumbnail correlation, chroma difference, luma difference) of each pair (a[i], b[j]).
 
     The correlation of two flat thumbnails is 1 and of a flat and a non-flat one 0.  The
     chroma difference is 0 when either picture is (nearly) grey: a greyscale copy of a
@@ -453,10 +459,12 @@ def _pair_metrics(
     t0, t1 = _HASH_BYTES, _HASH_BYTES + _THUMB * _THUMB
     corr = np.empty(len(pairs), dtype=np.float64)
     cdiff = np.empty(len(pairs), dtype=np.float64)
+    ldiff = np.empty(len(pairs), dtype=np.float64)
     for start in range(0, len(pairs), _PAIR_BLOCK):
         p = pairs[start : start + _PAIR_BLOCK]
         ta = a[p[:, 0], t0:t1].astype(np.float32)
         tb = b[p[:, 1], t0:t1].astype(np.float32)
+        ldiff[start : start + len(p)] = np.abs(ta - tb).mean(axis=1)
         ta -= ta.mean(axis=1, keepdims=True)
         tb -= tb.mean(axis=1, keepdims=True)
         na = np.sqrt((ta * ta).sum(axis=1))
@@ -470,7 +478,7 @@ def _pair_metrics(
         cb = b[p[:, 1], t1:].astype(np.float32) - 128.0
         grey = np.minimum(np.abs(ca).mean(axis=1), np.abs(cb).mean(axis=1)) < _GREY_CHROMA
         cdiff[start : start + len(p)] = np.where(grey, 0.0, np.abs(ca - cb).mean(axis=1))
-    return corr, cdiff
+    return corr, cdiff, ldiff
 
 
 # Pairs verified per block (bounds the temporary thumbnail copies).
@@ -491,10 +499,12 @@ def _verify(
     """Keep candidate pairs that pass the thumbnail checks; return them with their similarity."""
     if len(pairs) == 0:
         return pairs.reshape(0, 2), np.zeros(0, dtype=np.float64)
-    corr, cdiff = _pair_metrics(a, b, pairs)
+    corr, cdiff, ldiff = _pair_metrics(a, b, pairs)
     keep = corr >= settings.required_correlation(dist)
     if settings.max_colour_difference is not None:
         keep &= cdiff <= settings.max_colour_difference
+    if settings.max_luma_difference is not None:
+        keep &= ldiff <= settings.max_luma_difference
     similarity = 1.0 - dist[keep].astype(np.float64) / HASH_BITS
     return pairs[keep], similarity
 
