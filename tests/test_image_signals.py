@@ -270,3 +270,32 @@ def test_thumbnail_and_settings() -> None:
         ImageHashSettings(max_colour_difference=-1.0)
     with pytest.raises(ValueError):
         near_duplicate_image_pairs([b"\0" * 16, b"\0" * 16], SETTINGS)
+
+
+def _arrow(colour: tuple[int, int, int]) -> Image.Image:
+    img = Image.new("RGB", (120, 120), "white")
+    ImageDraw.Draw(img).polygon(
+        [(20, 60), (70, 15), (70, 40), (105, 40), (105, 80), (70, 80), (70, 105)],
+        fill=colour,
+        outline=(0, 0, 0),
+    )
+    return img
+
+
+def test_grey_copy_matches_its_own_colour_not_a_variant() -> None:
+    blue, yellow = _arrow((30, 60, 200)), _arrow((250, 220, 40))
+    items = [_encode(blue, "PNG"), _encode(yellow, "PNG"), _encode(blue.convert("L"), "PNG")]
+    codes = image_signals(items, SETTINGS).column("phash")
+    pairs, _ = near_duplicate_image_pairs(codes, SETTINGS)
+    found = {tuple(p) for p in pairs.tolist()}
+    assert (0, 2) in found  # the greyscale copy of the blue arrow
+    assert (1, 2) not in found and (0, 1) not in found  # the yellow variant is another picture
+
+
+def test_luma_check_bounds_brightness_change() -> None:
+    blue = _arrow((30, 60, 200)).convert("L")
+    dark = ImageEnhance.Brightness(blue).enhance(0.4)
+    codes = image_signals([_encode(blue, "PNG"), _encode(dark, "PNG")], SETTINGS).column("phash")
+    assert len(near_duplicate_image_pairs(codes, SETTINGS)[0]) == 0  # 60% darker: too far
+    unchecked = ImageHashSettings(threads=1, max_luma_difference=None)
+    assert near_duplicate_image_pairs(codes, unchecked)[0].tolist() == [[0, 1]]
