@@ -16,6 +16,8 @@ from curata.errors import InputError
 from curata.io import read_dataset
 from curata.io.roles import detect_roles
 
+from conftest import write_image_folder
+
 
 def png_bytes(color: tuple[int, int, int] = (255, 0, 0)) -> bytes:
     """Return a tiny valid PNG."""
@@ -27,13 +29,6 @@ def png_bytes(color: tuple[int, int, int] = (255, 0, 0)) -> bytes:
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
-
-
-def write_files(root: Path, files: dict[str, bytes]) -> None:
-    for rel, data in files.items():
-        target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
 
 
 ROWS = [
@@ -161,7 +156,7 @@ def test_folder_of_csv_in_sorted_order(tmp_path: Path) -> None:
 
 
 def test_image_folder_without_splits(tmp_path: Path) -> None:
-    write_files(
+    write_image_folder(
         tmp_path,
         {
             "cat/1.png": png_bytes(),
@@ -192,7 +187,7 @@ def test_image_folder_without_splits(tmp_path: Path) -> None:
 
 
 def test_image_folder_with_splits(tmp_path: Path) -> None:
-    write_files(
+    write_image_folder(
         tmp_path,
         {
             "Train/cat/1.png": png_bytes(),
@@ -217,7 +212,7 @@ def test_image_folder_with_splits(tmp_path: Path) -> None:
 
 
 def test_corrupt_and_empty_images_are_listed(tmp_path: Path) -> None:
-    write_files(
+    write_image_folder(
         tmp_path,
         {"a/good.png": png_bytes(), "a/corrupt.png": b"not an image", "b/empty.jpg": b""},
     )
@@ -351,7 +346,7 @@ def test_nested_label_column(tmp_path: Path) -> None:
 
 
 def test_image_folder_overrides(tmp_path: Path) -> None:
-    write_files(tmp_path, {"cat/1.png": png_bytes()})
+    write_image_folder(tmp_path, {"cat/1.png": png_bytes()})
     ds = read_dataset(tmp_path, id_column="path")
     assert ds.roles.id == "path"
     with pytest.raises(InputError, match="no column named 'caption'"):
@@ -530,7 +525,7 @@ def test_blank_and_repeated_column_names_are_renamed(tmp_path: Path) -> None:
 
 
 def test_csv_with_image_paths(tmp_path: Path) -> None:
-    write_files(tmp_path, {"imgs/a.png": png_bytes(), "imgs/b.png": png_bytes()})
+    write_image_folder(tmp_path, {"imgs/a.png": png_bytes(), "imgs/b.png": png_bytes()})
     path = tmp_path / "meta.csv"
     path.write_text("filename,label\nimgs/a.png,x\nimgs/b.png,y\n", encoding="utf-8")
     ds = read_dataset(path)
