@@ -1,4 +1,10 @@
-"""Run a command and measure its wall time and the peak RSS of its whole process tree."""
+"""Run a command and measure its wall time and the peak memory of its whole process tree.
+
+Two memory figures are sampled: the sum of RSS over the tree, and the sum of PSS (proportional set
+size, from /proc/PID/smaps_rollup). Forked workers share their parent's pages copy-on-write, and RSS
+counts every shared page once per process that maps it; PSS splits each shared page between the
+processes sharing it, so the PSS sum is the memory the tree really holds. Both are reported.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -25,40 +32,60 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def _tree_rss_bytes(pid: int) -> int:
+def _pss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _tree_memory_bytes(pid: int) -> tuple[int, int]:
+    """Return (sum of RSS, sum of PSS) over ``pid`` and its descendants."""
     tree = _children()
-    total, stack = 0, [pid]
+    rss = pss = 0
+    stack = [pid]
     page = os.sysconf("SC_PAGE_SIZE")
     while stack:
         p = stack.pop()
-        with contextlib.suppress(OSError, IndexError):
-            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * page
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            rss += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * page
+            pss += _pss_bytes(p)
         stack.extend(tree.get(p, []))
-    return total
+    return rss, pss
 
 
-def run_measured(
-    cmd: Sequence[str], env: dict[str, str] | None = None, poll_s: float = 0.05
-) -> tuple[float, float, int]:
-    """Return (wall seconds, peak RSS of the process tree in MiB, exit code)."""
+@dataclass(frozen=True)
+class Measure:
+    """One measured run: wall seconds and the tree's peak memory in MiB (PSS sum, RSS sum)."""
+
+    wall_s: float
+    peak_pss_mib: float
+    peak_rss_mib: float
+    returncode: int
+
+
+def run_measured(cmd: Sequence[str], env: dict[str, str] | None = None, poll_s: float = 0.05) -> Measure:
+    """Run ``cmd`` and return its wall time and the peak memory of its process tree."""
     start = time.perf_counter()
     proc = subprocess.Popen(list(cmd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
+    peak_rss = peak_pss = 0
     while proc.poll() is None:
-        peak = max(peak, _tree_rss_bytes(proc.pid))
+        rss, pss = _tree_memory_bytes(proc.pid)
+        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
         time.sleep(poll_s)
     wall = time.perf_counter() - start
     if proc.returncode not in (0, 1):
         err = proc.stderr.read().decode() if proc.stderr else ""
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-2000:]}")
-    return wall, peak / 2**20, proc.returncode
+    return Measure(wall, peak_pss / 2**20, peak_rss / 2**20, proc.returncode)
 
 
-def median_runs(cmd: Sequence[str], runs: int, env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Median wall time and maximum peak RSS over ``runs`` runs."""
-    walls, peaks = [], []
-    for _ in range(runs):
-        wall, peak, _ = run_measured(cmd, env)
-        walls.append(wall)
-        peaks.append(peak)
-    return statistics.median(walls), max(peaks)
+def median_runs(cmd: Sequence[str], runs: int, env: dict[str, str] | None = None) -> Measure:
+    """Median wall time and maximum peak memory (PSS and RSS sums) over ``runs`` runs."""
+    done = [run_measured(cmd, env) for _ in range(runs)]
+    return Measure(
+        statistics.median(m.wall_s for m in done),
+        max(m.peak_pss_mib for m in done),
+        max(m.peak_rss_mib for m in done),
+        0,
+    )

@@ -4,8 +4,10 @@ Text: N short records built from real Debian fortunes lines (with planted exact 
 audited by `curata audit` on 2 workers, for growing N; the peer is a rensa dedup job (exact
 normalised-text hashing + rensa's LSH deduplicator over the same character 5-gram shingles) on the
 same records. Images: the openclipart-png PNGs; the peer is imagehash.phash in a plain loop plus a
-brute-force Hamming comparison. Every figure is the median of several runs; peak RSS is of the
-whole process tree (workers included).
+brute-force Hamming comparison. Every time is the median of several runs; peak memory is the
+maximum over the runs, of the whole process tree (workers included): the PSS sum (shared pages
+split between the processes sharing them) and, beside it, the RSS sum (which counts pages shared
+with forked workers once per worker).
 
     python benchmarks/bench_audit.py [--quick] [--runs 3] [--sizes 250000,500000,1000000]
 """
@@ -128,7 +130,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="curata-bench-"))
     try:
         print(
-            f"{'records':>10} {'curata s':>9} {'curata MiB':>10} "
+            f"{'records':>10} {'curata s':>9} {'PSS MiB':>8} {'RSS MiB':>8} "
             f"{'rensa job s':>11} {'rensa MiB':>9} {'ratio':>6}"
         )
         for n in sizes:
@@ -150,40 +152,43 @@ def main() -> None:
                 "-q",
             ]
             walls = []
-            peak = 0.0
+            peak = peak_rss = 0.0
             for run in range(runs):
                 shutil.rmtree(out, ignore_errors=True)
                 c = [a.replace("{run}", str(run)) for a in cmd]  # fresh cache each run: a cold audit
-                w, p = median_runs(c, 1)
-                walls.append(w)
-                peak = max(peak, p)
+                m = median_runs(c, 1)
+                walls.append(m.wall_s)
+                peak, peak_rss = max(peak, m.peak_pss_mib), max(peak_rss, m.peak_rss_mib)
             walls.sort()
             wall = walls[len(walls) // 2]
-            peer_wall, peer_peak = median_runs([PY, "-c", PEER_TEXT, str(data)], runs)
+            peer = median_runs([PY, "-c", PEER_TEXT, str(data)], runs)
+            peer_wall, peer_peak = peer.wall_s, peer.peak_pss_mib
             report = json.loads((out / "report.json").read_text())
             row = {
                 "records": n,
                 "curata_s": round(wall, 2),
-                "curata_peak_mib": round(peak),
+                "curata_peak_pss_mib": round(peak),
+                "curata_peak_rss_sum_mib": round(peak_rss),
                 "rensa_job_s": round(peer_wall, 2),
-                "rensa_peak_mib": round(peer_peak),
+                "rensa_peak_pss_mib": round(peer_peak),
+                "rensa_peak_rss_mib": round(peer.peak_rss_mib),
                 "speedup_vs_rensa_job": round(peer_wall / wall, 2),
                 "timings": report["timings"],
                 "findings": {k: v["count"] for k, v in report["checks"].items() if v["status"] == "ok"},
             }
             results["text"].append(row)  # type: ignore[attr-defined]
             print(
-                f"{n:>10,} {wall:>9.1f} {peak:>10.0f} "
+                f"{n:>10,} {wall:>9.1f} {peak:>8.0f} {peak_rss:>8.0f} "
                 f"{peer_wall:>11.1f} {peer_peak:>9.0f} {peer_wall / wall:>5.2f}x"
             )
             data.unlink()
         if CLIPART.is_dir():
             out = work / "out-img"
             walls = []
-            peak = 0.0
+            peak = peak_rss = 0.0
             for run in range(runs):
                 shutil.rmtree(out, ignore_errors=True)
-                w, p = median_runs(
+                m = median_runs(
                     [
                         PY,
                         "-m",
@@ -200,24 +205,27 @@ def main() -> None:
                     ],
                     1,
                 )
-                walls.append(w)
-                peak = max(peak, p)
+                walls.append(m.wall_s)
+                peak, peak_rss = max(peak, m.peak_pss_mib), max(peak_rss, m.peak_rss_mib)
             walls.sort()
             wall = walls[len(walls) // 2]
             report = json.loads((out / "report.json").read_text())
-            peer_wall, peer_peak = median_runs([PY, "-c", PEER_IMAGES, str(CLIPART)], runs)
+            peer = median_runs([PY, "-c", PEER_IMAGES, str(CLIPART)], runs)
+            peer_wall, peer_peak = peer.wall_s, peer.peak_pss_mib
             n = report["input"]["num_rows"]
             results["images"] = {
                 "images": n,
                 "curata_s": round(wall, 2),
-                "curata_peak_mib": round(peak),
+                "curata_peak_pss_mib": round(peak),
+                "curata_peak_rss_sum_mib": round(peak_rss),
                 "imagehash_loop_s": round(peer_wall, 2),
-                "imagehash_peak_mib": round(peer_peak),
+                "imagehash_peak_pss_mib": round(peer_peak),
                 "speedup": round(peer_wall / wall, 2),
                 "timings": report["timings"],
             }
             print(
-                f"openclipart {n:,} images: curata audit {wall:.1f} s, peak {peak:.0f} MiB; "
+                f"openclipart {n:,} images: curata audit {wall:.1f} s, peak PSS {peak:.0f} MiB "
+                f"(RSS sum {peak_rss:.0f}); "
                 f"imagehash loop + brute-force pairs {peer_wall:.1f} s, peak {peer_peak:.0f} MiB "
                 f"({peer_wall / wall:.2f}x)"
             )

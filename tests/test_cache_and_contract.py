@@ -7,12 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from curata.audit import audit
 
-from conftest import encode, pattern_image, random_text, write_image_folder, write_parquet
+from conftest import edit_words, encode, pattern_image, random_text, write_image_folder, write_parquet
 
 CONTRACT_TOOL = Path(__file__).resolve().parents[2] / "shared" / "tools" / "check_findings.py"
 
@@ -56,6 +57,59 @@ def test_process_pool_matches_single_process(tmp_path: Path) -> None:
     two = audit(data, tmp_path / "o2", workers=2, settings=small_batches, workspace=tmp_path / "w2")
     assert one.findings.equals(two.findings)
     assert one.findings.num_rows == 5
+
+
+def test_partly_cached_signals_are_gathered_in_row_order(tmp_path: Path) -> None:
+    """Rows served from the cache and rows computed now end up aligned with their records."""
+    from curata.engine import get_engine
+    from curata.io import read_dataset
+    from curata.signals.cache import SignalCache
+    from curata.signals.pipeline import SignalSettings, compute_signals
+
+    rng = random.Random(12)
+    texts = [random_text(rng, 25) for _ in range(40)]
+    cache = SignalCache(tmp_path / "ws")
+    engine = get_engine("local", 1)
+    settings = SignalSettings(batch_size=6)
+    compute_signals(
+        read_dataset(write_parquet(tmp_path / "a.parquet", [{"text": t} for t in texts[::2]])),
+        engine,
+        settings,
+        cache,
+    )
+    shuffled = texts[:]
+    rng.shuffle(shuffled)
+    mixed = compute_signals(
+        read_dataset(write_parquet(tmp_path / "b.parquet", [{"text": t} for t in shuffled])),
+        engine,
+        settings,
+        cache,
+    )
+    assert (mixed.cached, mixed.computed) == (20, 20)
+    fresh = compute_signals(
+        read_dataset(write_parquet(tmp_path / "b.parquet", [{"text": t} for t in shuffled])), engine, settings
+    )
+    assert mixed.table.equals(fresh.table)
+
+
+def test_chunked_verification_finds_the_same_pairs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verifying candidate pairs in many small chunks changes nothing but memory."""
+    from curata.checks import groups
+
+    rng = random.Random(13)
+    base = [random_text(rng, 60) for _ in range(60)]
+    rows = [{"text": t} for t in base]
+    rows += [{"text": edit_words(t, rng, 1)} for t in base[:25]]
+    data = write_parquet(tmp_path / "d.parquet", rows)
+    whole = audit(data, tmp_path / "o1", workers=1, workspace=tmp_path / "ws")
+    monkeypatch.setattr(groups, "VERIFY_CHUNK_SHINGLES", 500)
+    cand = np.array([[0, 1], [0, 2], [1, 2], [3, 4]])
+    chunks = groups.verify_chunks(cand, np.array([300, 300, 300, 10, 10]))
+    assert [(c.start, c.stop) for c in chunks] == [(0, 1), (1, 2), (2, 4)]
+    chunked = audit(data, tmp_path / "o2", workers=1, workspace=tmp_path / "ws")
+    near = [r for r in whole.findings.to_pylist() if r["check"] == "near_duplicate"]
+    assert len(near) >= 20
+    assert whole.findings.equals(chunked.findings)
 
 
 @pytest.mark.skipif(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +22,11 @@ class ExactGroups:
     keys: pa.ChunkedArray
 
     def key(self, row: int) -> str:
-        """The content key (hash) of ``row``."""
-        return str(self.keys[row].as_py() or "")
+        """The content key (hash) of ``row``, as hex text."""
+        value = self.keys[row].as_py()
+        if isinstance(value, bytes):
+            return value.hex()
+        return str(value or "")
 
     def representatives(self) -> np.ndarray:
         """Rows that represent their group (first row), including singletons."""
@@ -69,8 +73,22 @@ class DuplicateClusters:
         return self.similarity.get((min(ra, rb), max(ra, rb)), self.chain_similarity)
 
 
-#: Candidate pairs verified at once; bounds the shingle sets held in memory.
-VERIFY_CHUNK_PAIRS = 250_000
+#: Shingles (about one per character) verified at once: bounds the shingle hashes held in memory
+#: to about 8 bytes times this, whatever the number of candidate pairs or the length of the texts.
+VERIFY_CHUNK_SHINGLES = 4_000_000
+
+
+def verify_chunks(cand: np.ndarray, n_chars: np.ndarray) -> list[slice]:
+    """Split candidate pairs into consecutive chunks whose texts hold at most ~VERIFY_CHUNK_SHINGLES.
+
+    The bound counts a text once per pair it is in (an over-estimate), so it holds for any chunk.
+    """
+    if len(cand) == 0:
+        return []
+    cost = np.cumsum(n_chars[cand[:, 0]].astype(np.int64) + n_chars[cand[:, 1]] + 2)
+    cuts = np.searchsorted(cost, np.arange(VERIFY_CHUNK_SHINGLES, int(cost[-1]), VERIFY_CHUNK_SHINGLES))
+    bounds = np.unique(np.concatenate([[0], np.maximum(cuts, 1), [len(cand)]]))
+    return [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def valid_content_mask(signals: Signals) -> np.ndarray:
@@ -143,11 +161,12 @@ def text_near_pairs(context: Context, reps: np.ndarray) -> NearPairs:
     all_keys = np.asarray(keys_col.values.to_numpy(zero_copy_only=False)).reshape(-1, bands)
     cand = candidate_pairs(all_keys[reps])
     del all_keys
+    n_chars = np.asarray(signals.column("n_chars").to_numpy(zero_copy_only=False))[reps]
     kept_pairs: list[np.ndarray] = [np.empty((0, 2), np.int64)]
     kept_sims: list[np.ndarray] = [np.empty(0)]
-    # Verify in chunks of candidate pairs so the shingle sets held at once stay bounded.
-    for start in range(0, len(cand), VERIFY_CHUNK_PAIRS):
-        chunk = cand[start : start + VERIFY_CHUNK_PAIRS]
+    # Verify in chunks so the shingle sets held at once stay bounded.
+    for part in verify_chunks(cand, n_chars):
+        chunk = cand[part]
         involved = np.unique(chunk)
         hashes, offsets = shingle_hashes(normalized_texts(context.dataset, reps[involved]), settings)
         jac = jaccard_of_pairs(hashes, offsets, np.searchsorted(involved, chunk))

@@ -34,8 +34,8 @@ class SignalSettings:
     def fingerprint(self, modality: str) -> str:
         """The cache key part naming the algorithm, version and settings for ``modality``."""
         if modality == "text":
-            return f"text-signals-v1|{self.minhash.fingerprint()}"
-        return f"image-signals-v1|{self.image.fingerprint()}"
+            return f"text-signals-v2|{self.minhash.fingerprint()}"
+        return f"image-signals-v2|{self.image.fingerprint()}"
 
 
 @dataclass(frozen=True)
@@ -52,19 +52,54 @@ class Signals:
         return self.table.column(name)
 
 
-def content_hash(data: bytes | None) -> str:
-    """Hex digest identifying raw content (text as UTF-8, files as bytes)."""
-    return xxhash.xxh3_128_hexdigest(_NULL_CONTENT if data is None else data)
+#: Bytes of a content or exact-duplicate hash (XXH3-128).
+HASH_BYTES = 16
+HASH_TYPE = pa.binary(HASH_BYTES)
+
+
+def content_hash(data: bytes | None) -> bytes:
+    """16-byte digest identifying raw content (text as UTF-8, files as bytes)."""
+    return xxhash.xxh3_128_digest(_NULL_CONTENT if data is None else data)
+
+
+def hash_array(digests: Sequence[bytes]) -> np.ndarray:
+    """Pack 16-byte digests into one numpy ``S16`` array (sortable, 16 bytes a row)."""
+    return (
+        np.frombuffer(b"".join(digests), dtype=f"S{HASH_BYTES}") if digests else np.empty(0, f"S{HASH_BYTES}")
+    )
+
+
+def hash_column(hashes: np.ndarray) -> pa.Array:
+    """Turn an ``S16`` numpy array into an Arrow ``fixed_size_binary(16)`` array without a copy per row."""
+    buf = pa.py_buffer(np.ascontiguousarray(hashes).tobytes())
+    return pa.Array.from_buffers(HASH_TYPE, len(hashes), [None, buf])
+
+
+def hashes_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The ``S16`` numpy view of a ``fixed_size_binary(16)`` hash column."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    buf = arr.buffers()[1]
+    if buf is None or len(arr) == 0:
+        return np.empty(0, f"S{HASH_BYTES}")
+    return np.frombuffer(buf, dtype=f"S{HASH_BYTES}", count=len(arr), offset=arr.offset * HASH_BYTES)
+
+
+def fold_band_keys(keys: np.ndarray) -> np.ndarray:
+    """Fold 64-bit band keys to 32 bits (half the memory; a rare collision only adds a candidate pair
+    that Jaccard verification then rejects)."""
+    k = np.asarray(keys, dtype=np.uint64)
+    folded: np.ndarray = (k ^ (k >> np.uint64(32))).astype(np.uint32)
+    return folded
 
 
 def text_batch_signals(texts: Sequence[str | None], settings: MinHashSettings) -> pa.RecordBatch:
-    """Normalise texts and compute exact-duplicate keys, emptiness and MinHash band keys."""
+    """Normalise texts and compute exact-duplicate keys, emptiness and (32-bit) MinHash band keys."""
     norm = [normalize_text(t) if t is not None else "" for t in texts]
-    keys = band_keys(minhash_signatures(norm, settings), settings)
-    flat = pa.array(keys.reshape(-1), type=pa.uint64())
+    keys = fold_band_keys(band_keys(minhash_signatures(norm, settings), settings))
+    flat = pa.array(keys.reshape(-1), type=pa.uint32())
     return pa.RecordBatch.from_arrays(
         [
-            pa.array([xxhash.xxh3_128_hexdigest(s.encode()) for s in norm], pa.string()),
+            hash_column(hash_array([xxhash.xxh3_128_digest(s.encode()) for s in norm])),
             pa.array([t is None for t in texts], pa.bool_()),
             pa.array([len(s) for s in norm], pa.int32()),
             pa.FixedSizeListArray.from_arrays(flat, keys.shape[1]),
@@ -126,13 +161,16 @@ def compute_signals(
     """Compute signals for every record of ``dataset``, computing only what the cache lacks."""
     modality = dataset.modality
     if modality == "none":
-        return Signals(pa.table({"content_hash": pa.array([], pa.string())}), modality, 0, 0)
+        return Signals(pa.table({"content_hash": pa.array([], HASH_TYPE)}), modality, 0, 0)
     fingerprint = settings.fingerprint(modality)
     cached = cache.load(fingerprint) if cache is not None else None
-    # One hash table for the whole run: building it per batch would cost O(cache size) each time.
-    cached_index: dict[str, int] = (
-        {h: i for i, h in enumerate(cached.column("content_hash").to_pylist())} if cached is not None else {}
-    )
+    # Cache lookup by binary search over the sorted cached hashes: 16 bytes a row, no Python dict.
+    cached_sorted = np.empty(0, f"S{HASH_BYTES}")
+    cached_order = np.empty(0, np.int64)
+    if cached is not None and cached.num_rows:
+        cached_hashes = hashes_of(cached.column("content_hash"))
+        cached_order = np.argsort(cached_hashes, kind="stable")
+        cached_sorted = cached_hashes[cached_order]
     if modality == "text":
         items: Iterator[list[Any]] = _text_items(dataset, settings.batch_size)
         fn: Any = text_batch_signals
@@ -149,51 +187,51 @@ def compute_signals(
     hit_rows: list[np.ndarray] = []
     hit_index: list[np.ndarray] = []
     miss_rows: deque[np.ndarray] = deque()
-    miss_hashes: deque[list[str]] = deque()
+    miss_hashes: deque[np.ndarray] = deque()
 
     def misses() -> Iterator[list[Any]]:
         offset = 0
         for batch in items:
-            batch_hashes = [content_hash(encode(v)) for v in batch]
+            batch_hashes = hash_array([content_hash(encode(v)) for v in batch])
             rows = np.arange(offset, offset + len(batch), dtype=np.int64)
             offset += len(batch)
-            if cached_index:
-                idx = np.fromiter(
-                    (cached_index.get(h, -1) for h in batch_hashes), np.int64, len(batch_hashes)
-                )
-                found = idx >= 0
+            found = np.zeros(len(batch), dtype=bool)
+            if len(cached_sorted):
+                pos = np.minimum(np.searchsorted(cached_sorted, batch_hashes), len(cached_sorted) - 1)
+                found = cached_sorted[pos] == batch_hashes
                 hit_rows.append(rows[found])
-                hit_index.append(idx[found])
-            else:
-                found = np.zeros(len(batch), dtype=bool)
+                hit_index.append(cached_order[pos[found]])
             keep = np.flatnonzero(~found)
             if len(keep) == 0:
                 continue
             miss_rows.append(rows[keep])
-            miss_hashes.append([batch_hashes[i] for i in keep])
+            miss_hashes.append(batch_hashes[keep])
             yield [batch[i] for i in keep]
 
     computed_parts: list[pa.Table] = []
+    computed_rows: list[np.ndarray] = []
     for result in engine.map_batches(
         fn, misses(), args=args, description=f"signals ({label})", total=total_batches
     ):
-        rows = miss_rows.popleft()
-        part = pa.Table.from_batches([result]).append_column(
-            "content_hash", pa.array(miss_hashes.popleft(), pa.string())
+        computed_rows.append(miss_rows.popleft())
+        computed_parts.append(
+            pa.Table.from_batches([result]).append_column("content_hash", hash_column(miss_hashes.popleft()))
         )
-        computed_parts.append(part.append_column("row", pa.array(rows, pa.int64())))
     computed = pa.concat_tables(computed_parts) if computed_parts else None
     del computed_parts
     n_computed = 0 if computed is None else computed.num_rows
     if cache is not None and computed is not None and n_computed:
-        cache.store(fingerprint, computed.drop_columns(["row"]))
+        cache.store(fingerprint, computed)
     n_rows = dataset.num_rows
+    if computed is not None and n_computed == n_rows:
+        # Nothing came from the cache: the computed rows are already in row order, no gather needed.
+        return Signals(computed.drop_columns(["content_hash"]), modality, n_computed, 0)
     # Gather every row with a single take from [computed rows, whole cache]: one copy, no sort.
     position = np.full(n_rows, -1, dtype=np.int64)
     sources: list[pa.Table] = []
     if computed is not None and n_computed:
-        position[np.asarray(computed.column("row").to_numpy())] = np.arange(n_computed)
-        sources.append(computed.drop_columns(["row", "content_hash"]))
+        position[np.concatenate(computed_rows)] = np.arange(n_computed)
+        sources.append(computed.drop_columns(["content_hash"]))
     n_cached = 0
     if cached is not None and hit_rows:
         rows_all = np.concatenate(hit_rows)
