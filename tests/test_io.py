@@ -130,7 +130,10 @@ def test_folder_of_parquet_unifies_schemas(tmp_path: Path) -> None:
     assert ds.root == folder
     assert ds.description["files"] == ["part-0.parquet", "part-1.parquet"]
     assert ds.description["skipped_files"] == 1
-    assert ds.table.column("text").to_pylist() == ["a", "b", "c"]
+    # The text column stays in the files, streamed by row groups; the role accessor still reads it.
+    assert "text" not in ds.table.column_names and ds.content is not None
+    col = ds.column("text")
+    assert col is not None and col.to_pylist() == ["a", "b", "c"]
     assert ds.table.column("n").to_pylist() == [1.0, 2.0, 2.5]
     assert ds.table.column("extra").to_pylist() == [None, None, True]
     assert ds.record_ids.to_pylist() == ["0", "1", "2"]
@@ -533,3 +536,51 @@ def test_csv_with_image_paths(tmp_path: Path) -> None:
     assert ds.roles.image == "filename"
     assert ds.modality == "image"
     assert all((ds.root / p).is_file() for p in ds.table.column("filename").to_pylist())
+
+
+def test_parquet_content_is_streamed_by_row_groups(tmp_path: Path) -> None:
+    """The text of Parquet input is never loaded whole: batches stream it, take reads a few groups."""
+    import numpy as np
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    texts = [f"record number {i} with some words" for i in range(250)]
+    pq.write_table(
+        pa.table({"id": [f"r{i}" for i in range(100)], "text": texts[:100]}),
+        folder / "a.parquet",
+        row_group_size=30,
+    )
+    pq.write_table(
+        pa.table({"id": [f"r{i}" for i in range(100, 250)], "text": texts[100:]}),
+        folder / "b.parquet",
+        row_group_size=40,
+    )
+    ds = read_dataset(folder)
+    assert ds.roles.text == "text" and ds.content is not None and "text" not in ds.table.column_names
+    assert ds.description["columns"] == ["id", "text"]
+    streamed = [v for batch in ds.content_batches("text", 17) for v in batch.to_pylist()]
+    assert streamed == texts
+    rows = np.array([249, 0, 31, 31, 130, 99, 100, 5])
+    assert ds.take("text", rows).to_pylist() == [texts[i] for i in rows]
+    assert ds.take("id", rows).to_pylist() == [f"r{i}" for i in rows]
+
+
+def test_streamed_parquet_audits_like_jsonl(tmp_path: Path) -> None:
+    """The same records as Parquet (text streamed) and as JSON lines (read whole) give equal findings."""
+    import random
+
+    from curata.audit import audit
+
+    from conftest import edit_words, random_text
+
+    rng = random.Random(21)
+    base = [random_text(rng, 50) for _ in range(60)]
+    rows = [{"id": f"d{i}", "text": t, "split": "train"} for i, t in enumerate(base)]
+    rows += [{"id": f"n{i}", "text": edit_words(t, rng, 1), "split": "test"} for i, t in enumerate(base[:15])]
+    rows += [{"id": f"e{i}", "text": t.upper(), "split": "train"} for i, t in enumerate(base[20:30])]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet", row_group_size=16)
+    write_jsonl(tmp_path / "d.jsonl", rows)
+    a = audit(tmp_path / "d.parquet", tmp_path / "oa", workers=1, workspace=tmp_path / "wa")
+    b = audit(tmp_path / "d.jsonl", tmp_path / "ob", workers=1, workspace=tmp_path / "wb")
+    assert a.findings.num_rows >= 30
+    assert a.findings.equals(b.findings)

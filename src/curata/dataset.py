@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 
 RoleName = Literal["id", "text", "image", "label", "split"]
@@ -48,12 +51,99 @@ class Roles:
 
 
 @dataclass(frozen=True)
+class ParquetContent:
+    """A content column (text or image) left in its Parquet files and read by row groups on demand.
+
+    The per-record passes stream it batch by batch and the checks fetch the few rows they compare,
+    so the audit never holds the whole column in memory.
+    """
+
+    files: tuple[Path, ...]
+    column: str
+    #: Decoded row groups kept for repeated ``take`` calls, up to ``cache_bytes`` in all.
+    cache_bytes: int = 256 << 20
+    _cache: OrderedDict[int, pa.Array] = field(default_factory=OrderedDict, compare=False, repr=False)
+
+    def _group_values(self, g: int, readers: dict[Path, Any]) -> pa.Array:
+        """Row group ``g``'s values, from the bounded cache when it was read recently."""
+        import pyarrow.parquet as pq
+
+        cached = self._cache.get(g)
+        if cached is not None:
+            self._cache.move_to_end(g)
+            return cached
+        path, index = self._row_groups[0][g]
+        reader = readers.setdefault(path, pq.ParquetFile(path))
+        values = reader.read_row_group(index, columns=[self.column]).column(0).combine_chunks()
+        self._cache[g] = values
+        while len(self._cache) > 1 and sum(v.nbytes for v in self._cache.values()) > self.cache_bytes:
+            self._cache.popitem(last=False)
+        return values
+
+    @cached_property
+    def _row_groups(self) -> tuple[list[tuple[Path, int]], np.ndarray]:
+        """Every (file, row group) in order, and the first row of each (plus the total at the end)."""
+        import pyarrow.parquet as pq
+
+        groups: list[tuple[Path, int]] = []
+        sizes: list[int] = []
+        for path in self.files:
+            meta = pq.ParquetFile(path).metadata
+            for i in range(meta.num_row_groups):
+                groups.append((path, i))
+                sizes.append(meta.row_group(i).num_rows)
+        starts = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=starts[1:])
+        return groups, starts
+
+    @property
+    def num_rows(self) -> int:
+        """Rows in all files together."""
+        return int(self._row_groups[1][-1])
+
+    def batches(self, batch_size: int) -> Iterator[pa.Array]:
+        """Yield the column in file order, ``batch_size`` values at a time."""
+        import pyarrow.parquet as pq
+
+        for path in self.files:
+            reader = pq.ParquetFile(path)
+            for batch in reader.iter_batches(batch_size=batch_size, columns=[self.column]):
+                yield batch.column(0)
+
+    def take(self, rows: np.ndarray) -> pa.Array:
+        """Return the values of ``rows`` (in the order given), reading only the row groups holding them."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = self._row_groups[1]
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        group_of = np.searchsorted(starts, sorted_rows, side="right") - 1
+        pieces: list[pa.Array] = []
+        readers: dict[Path, Any] = {}
+        bounds = np.flatnonzero(np.r_[True, group_of[1:] != group_of[:-1], True])
+        for a, b in itertools.pairwise(bounds):
+            g = int(group_of[a])
+            values = self._group_values(g, readers)
+            pieces.append(values.take(pa.array(sorted_rows[a:b] - starts[g])))
+        if not pieces:
+            return pa.array([], pa.string())
+        combined = pa.concat_arrays(pieces)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return combined.take(pa.array(inverse))
+
+    def read_all(self) -> pa.ChunkedArray:
+        """The whole column (loads it into memory; the audit itself does not need this)."""
+        return pa.chunked_array(list(self.batches(1 << 16)))
+
+
+@dataclass(frozen=True)
 class Dataset:
     """Records to audit: ``table`` (one row per record), ``roles`` and stable ``record_ids``.
 
     ``kind`` is ``"tabular"`` for Parquet/CSV/JSONL/Hugging Face data and ``"images"`` for an image
     folder. For image data the ``image`` role column holds either encoded bytes or a path relative
-    to ``root``. Source files are never modified.
+    to ``root``. Source files are never modified. When ``content`` is set, the text or image column
+    it names is not in ``table`` but streamed from the source Parquet files (see ``ParquetContent``).
     """
 
     table: pa.Table
@@ -63,6 +153,7 @@ class Dataset:
     root: Path
     source: str
     description: dict[str, Any] = field(default_factory=dict)
+    content: ParquetContent | None = None
 
     @property
     def num_rows(self) -> int:
@@ -81,7 +172,42 @@ class Dataset:
     def column(self, role: RoleName) -> pa.ChunkedArray | None:
         """Return the column playing ``role``, or None when no column does."""
         name = getattr(self.roles, role)
-        return None if name is None else self.table.column(name)
+        if name is None:
+            return None
+        if self._streamed(name):
+            assert self.content is not None
+            return self.content.read_all()
+        return self.table.column(name)
+
+    def _streamed(self, name: str) -> bool:
+        """Whether column ``name`` is read from the source files rather than from ``table``."""
+        return (
+            self.content is not None and name == self.content.column and name not in self.table.column_names
+        )
+
+    def content_batches(self, role: RoleName, batch_size: int) -> Iterator[pa.Array]:
+        """Yield the column playing ``role`` in row order, ``batch_size`` values at a time (streamed
+        from the source files when the column was left there)."""
+        name = getattr(self.roles, role)
+        if name is None:
+            return
+        if self._streamed(name):
+            assert self.content is not None
+            yield from self.content.batches(batch_size)
+            return
+        for chunk in self.table.column(name).chunks:
+            for start in range(0, len(chunk), batch_size):
+                yield chunk.slice(start, batch_size)
+
+    def take(self, role: RoleName, rows: np.ndarray) -> pa.Array:
+        """Values of the column playing ``role`` at ``rows`` (reading only what holds them)."""
+        name = getattr(self.roles, role)
+        if name is None:
+            raise KeyError(f"no column plays the {role} role")
+        if self._streamed(name):
+            assert self.content is not None
+            return self.content.take(rows)
+        return self.table.column(name).take(pa.array(np.asarray(rows, dtype=np.int64))).combine_chunks()
 
     def labels(self) -> list[str | None]:
         """Labels as strings (None where missing); empty list when there is no label role."""

@@ -75,7 +75,7 @@ class DuplicateClusters:
 
 #: Shingles (about one per character) verified at once: bounds the shingle hashes held in memory
 #: to about 8 bytes times this, whatever the number of candidate pairs or the length of the texts.
-VERIFY_CHUNK_SHINGLES = 4_000_000
+VERIFY_CHUNK_SHINGLES = 16_000_000
 
 
 def verify_chunks(cand: np.ndarray, n_chars: np.ndarray) -> list[slice]:
@@ -143,9 +143,7 @@ def normalized_texts(dataset: Dataset, rows: np.ndarray) -> list[str]:
     """Normalised text of the given rows (recomputed on demand, cheaper than storing it)."""
     from curata.signals.text import normalize_text
 
-    col = dataset.column("text")
-    assert col is not None
-    values = col.take(pa.array(rows, pa.int64())).to_pylist()
+    values = dataset.take("text", rows).to_pylist()
     return [normalize_text(str(v)) if v is not None else "" for v in values]
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from curata.dataset import Dataset, RoleName
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curata.dataset import Dataset, ParquetContent, RoleName
 from curata.errors import InputError
 from curata.io.hf import is_hf_dataset, is_hf_dataset_dict, read_hf_dataset, read_hf_dataset_dict
 from curata.io.images import read_image_folder, walk_files
@@ -45,35 +48,99 @@ def read_dataset(
         "label": label_column,
         "split": split_column,
     }
-    loaded = _load(data, id_column)
+    streamed = _streamable_content(data, overrides)
+    loaded = _load(data, id_column, None if streamed is None else streamed[1].column)
+    loaded.streamed = streamed
     bad: list[dict[str, object]] = []
     if BAD_RECORD_COLUMN in loaded.table.column_names:
         errors = loaded.table.column(BAD_RECORD_COLUMN).to_pylist()
         bad = [{"row": row, "error": e} for row, e in enumerate(errors) if e is not None]
         loaded.table = loaded.table.drop_columns([BAD_RECORD_COLUMN])
     dataset = assemble(loaded, overrides, str(data))
+    if streamed is not None:
+        # Report the columns in the files' order, the streamed one in its place.
+        order = pq.read_schema(streamed[1].files[0]).names
+        columns = dataset.description["columns"]
+        dataset.description["columns"] = sorted(
+            columns, key=lambda c: (order.index(c) if c in order else len(order), columns.index(c))
+        )
     if bad:
         dataset.description["bad_records"] = bad
     return dataset
 
 
-def _load(data: Path, id_column: str | None) -> Loaded:
+def _parquet_files(data: Path) -> list[Path]:
+    """The Parquet files DATA is made of (sorted, non-empty), or [] when it is anything else."""
+    if data.is_file():
+        return [data] if table_format(data) == "parquet" else []
+    if not data.is_dir() or is_hf_dataset_dict(data) or is_hf_dataset(data):
+        return []
+    files = walk_files(data)
+    tables = [f for f in files if table_format(Path(f)) is not None]
+    images = [f for f in files if has_image_extension(f)]
+    if not tables or len(images) > len(tables) or any(table_format(Path(f)) != "parquet" for f in tables):
+        return []
+    return [data / f for f in tables if (data / f).stat().st_size > 0]
+
+
+def _streamable_content(
+    data: Path, overrides: dict[RoleName, str | None]
+) -> tuple[RoleName, ParquetContent] | None:
+    """For Parquet input, the text or image column to leave in the files and stream by row groups.
+
+    Roles are settled on the first row group (detection only samples the head of each column
+    anyway); the column is streamed only when every file stores it as plain strings or bytes, so
+    it needs no conversion. Anything unusual returns None and the whole table is read as before.
+    """
+    try:
+        files = _parquet_files(data)
+        if not files:
+            return None
+        first = pq.ParquetFile(files[0])
+        if first.metadata.num_row_groups == 0:
+            return None
+        sample = first.read_row_group(0)
+        probe = assemble(
+            Loaded(table=sample, format="parquet", kind="tabular", root=data, files=[files[0].name]),
+            overrides,
+            str(data),
+        )
+    except (InputError, OSError, pa.ArrowException, ValueError):
+        return None
+    role: RoleName = "text" if probe.roles.text is not None else "image"
+    column = probe.roles.text or probe.roles.image
+    if column is None or column not in sample.column_names or probe.description.get("renamed_columns"):
+        return None
+    allowed = [pa.string(), pa.large_string()]
+    if role == "image":
+        allowed += [pa.binary(), pa.large_binary()]
+    try:
+        for path in files:
+            schema = pq.read_schema(path)
+            if schema.names.count(column) != 1 or schema.field(column).type not in allowed:
+                return None
+    except (OSError, pa.ArrowException):
+        return None
+    return role, ParquetContent(tuple(files), column)
+
+
+def _load(data: Path, id_column: str | None, skip_column: str | None = None) -> Loaded:
     if not data.exists():
         raise InputError(f"{data}: no such file or folder; check the path")
     if data.is_file():
         if has_image_extension(data.name):
             raise InputError(f"{data}: is a single image; point curata at the folder that holds the images")
-        return read_table_path(data, id_column=id_column)
+        return read_table_path(data, id_column=id_column, skip_column=skip_column)
     if not data.is_dir():
         raise InputError(f"{data}: is neither a regular file nor a folder")
     if is_hf_dataset_dict(data):
         return read_hf_dataset_dict(data)
     if is_hf_dataset(data):
         return read_hf_dataset(data)
-    return _load_folder(data, id_column)
+    return _load_folder(data, id_column, skip_column)
 
 
-def _load_folder(folder: Path, id_column: str | None) -> Loaded:
+def _load_folder(folder: Path, id_column: str | None, skip_column: str | None = None) -> Loaded:
     """Read a plain folder as images or as tables, whichever kind of file it mostly holds."""
     files = walk_files(folder)
     if not files:
@@ -88,4 +155,6 @@ def _load_folder(folder: Path, id_column: str | None) -> Loaded:
     # with more files wins, and the other files are skipped (counted in skipped_files).
     if len(images) > len(tables):
         return read_image_folder(folder, files)
-    return read_table_folder(folder, tables, len(files) - len(tables), id_column=id_column)
+    return read_table_folder(
+        folder, tables, len(files) - len(tables), id_column=id_column, skip_column=skip_column
+    )

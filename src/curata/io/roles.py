@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curata.dataset import ROLE_NAMES, Dataset, RoleName, Roles
+from curata.dataset import ROLE_NAMES, Dataset, ParquetContent, RoleName, Roles
 from curata.errors import InputError
 
 #: Column names (lower-cased) that mark a role, in order of preference.
@@ -60,6 +60,8 @@ class Loaded:
     #: Column whose values are the record ids when there is no id role (image folders: ``path``).
     fallback_id_column: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: A content column left in the source Parquet files (not in ``table``) and the role it plays.
+    streamed: tuple[RoleName, ParquetContent] | None = None
 
 
 def has_image_extension(name: str) -> bool:
@@ -306,18 +308,24 @@ def assemble(loaded: Loaded, overrides: Mapping[RoleName, str | None], source: s
     named: dict[RoleName, str] = {}
     for role in ROLE_NAMES:
         name = overrides.get(role)
-        if name is not None:
+        if name is not None and not (loaded.streamed is not None and role == loaded.streamed[0]):
             named[role] = _named_column(table, role, name, source)
     if loaded.detect:
         taken = set(named.values()) | {v for v in detected.values() if v is not None}
+        if loaded.streamed is not None:
+            detected[loaded.streamed[0]] = loaded.streamed[1].column
         found = detect_roles(table, skip=frozenset(taken))
         detected = {role: detected[role] or found[role] for role in ROLE_NAMES}
     chosen: dict[RoleName, str | None] = {role: named.get(role, detected[role]) for role in ROLE_NAMES}
     explicit = set(named)
+    if loaded.streamed is not None:
+        # Checked when the column was left unread: it holds plain strings or bytes.
+        streamed_role, content = loaded.streamed
+        chosen[streamed_role] = content.column
 
     for role in ROLE_NAMES:
         name = chosen[role]
-        if name is None:
+        if name is None or (loaded.streamed is not None and role == loaded.streamed[0]):
             continue
         table, keep = _coerce_role(table, role, name, explicit=role in explicit, source=source, notes=notes)
         if not keep:
@@ -329,7 +337,7 @@ def assemble(loaded: Loaded, overrides: Mapping[RoleName, str | None], source: s
         "format": loaded.format,
         "files": loaded.files,
         "num_files": len(loaded.files),
-        "columns": table.column_names,
+        "columns": table.column_names + ([loaded.streamed[1].column] if loaded.streamed else []),
         "skipped_files": loaded.skipped_files,
         "detected_roles": dict(detected),
         "null_ids": null_ids,
@@ -345,4 +353,5 @@ def assemble(loaded: Loaded, overrides: Mapping[RoleName, str | None], source: s
         root=loaded.root,
         source=source,
         description=description,
+        content=None if loaded.streamed is None else loaded.streamed[1],
     )

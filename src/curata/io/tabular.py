@@ -58,12 +58,17 @@ def table_format(path: Path) -> str | None:
     return TABLE_EXTENSIONS.get(Path(name).suffix)
 
 
-def read_table_file(path: Path, fmt: str, *, id_column: str | None = None) -> pa.Table:
-    """Read one file of format ``fmt``; any failure becomes an InputError naming the file."""
+def read_table_file(
+    path: Path, fmt: str, *, id_column: str | None = None, skip_column: str | None = None
+) -> pa.Table:
+    """Read one file of format ``fmt``; any failure becomes an InputError naming the file.
+
+    ``skip_column`` (Parquet only) is left unread: a content column streamed later by row groups.
+    """
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty; remove it or point curata at a file with records")
     if fmt == "parquet":
-        return _read_parquet(path)
+        return _read_parquet(path, skip_column)
     if fmt in ("csv", "tsv"):
         return _read_csv(path, "\t" if fmt == "tsv" else ",", id_column)
     return _read_jsonl(path)
@@ -72,9 +77,12 @@ def read_table_file(path: Path, fmt: str, *, id_column: str | None = None) -> pa
 # --- Parquet -------------------------------------------------------------------------------------
 
 
-def _read_parquet(path: Path) -> pa.Table:
+def _read_parquet(path: Path, skip_column: str | None = None) -> pa.Table:
     try:
-        return pq.read_table(path, memory_map=True)
+        if skip_column is not None:
+            names = [n for n in pq.read_schema(path).names if n != skip_column]
+            return pq.read_table(path, columns=names)
+        return pq.read_table(path)
     except (pa.ArrowException, OSError, ValueError) as exc:
         msg = brief(exc)
         if "magic bytes" in msg:
@@ -370,18 +378,23 @@ def concat_unified(tables: list[pa.Table], names: list[str], folder: Path) -> pa
         raise InputError(f"{folder}: the files' columns cannot be combined ({brief(exc)})") from None
 
 
-def read_table_path(path: Path, *, id_column: str | None = None) -> Loaded:
-    """Read a single Parquet/CSV/TSV/JSON-lines file."""
+def read_table_path(path: Path, *, id_column: str | None = None, skip_column: str | None = None) -> Loaded:
+    """Read a single Parquet/CSV/TSV/JSON-lines file (``skip_column``: see ``read_table_file``)."""
     fmt = table_format(path)
     if fmt is None:
         suffix = "".join(path.suffixes[-2:]) or "(none)"
         raise InputError(f"{path}: unsupported file type {suffix}; {SUPPORTED_HINT}")
-    table = read_table_file(path, fmt, id_column=id_column)
+    table = read_table_file(path, fmt, id_column=id_column, skip_column=skip_column)
     return Loaded(table=table, format=fmt, kind="tabular", root=path.parent, files=[path.name])
 
 
 def read_table_folder(
-    folder: Path, files: list[str], skipped: int, *, id_column: str | None = None
+    folder: Path,
+    files: list[str],
+    skipped: int,
+    *,
+    id_column: str | None = None,
+    skip_column: str | None = None,
 ) -> Loaded:
     """Read the table files ``files`` (relative to ``folder``, sorted) and concatenate them."""
     formats: dict[str, list[str]] = {}
@@ -407,7 +420,7 @@ def read_table_folder(
             # An empty shard adds no records; skipping it beats refusing the whole folder.
             empty.append(rel)
             continue
-        tables.append(read_table_file(path, fmt, id_column=id_column))
+        tables.append(read_table_file(path, fmt, id_column=id_column, skip_column=skip_column))
         used.append(rel)
     if not tables:
         raise InputError(f"{folder}: every {fmt} file is empty; nothing to audit")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from curata.dataset import SPLIT_ALIASES, Dataset
@@ -50,12 +51,12 @@ class _Previewer:
             value = table.column(roles.split)[0].as_py()
             out["split"] = None if value is None else SPLIT_ALIASES.get(str(value).lower(), str(value))
         if roles.text:
-            value = table.column(roles.text)[0].as_py()
+            value = self.dataset.take("text", np.array([row]))[0].as_py()
             out["text"] = None if value is None else str(value)[:MAX_TEXT_CHARS]
         if roles.image:
             from curata.signals.image import thumbnail_data_uri
 
-            data = _image_value(table.column(roles.image)[0].as_py(), self.dataset.root)
+            data = _image_value(self.dataset.take("image", np.array([row]))[0].as_py(), self.dataset.root)
             out["image"] = thumbnail_data_uri(data) if data else None
         return out
 

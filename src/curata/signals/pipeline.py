@@ -116,11 +116,8 @@ def image_batch_signals(items: Sequence[bytes | None], settings: ImageHashSettin
 
 
 def _text_items(dataset: Dataset, batch_size: int) -> Iterator[list[Any]]:
-    col = dataset.column("text")
-    assert col is not None
-    for chunk in col.chunks:
-        for start in range(0, len(chunk), batch_size):
-            yield [None if v is None else str(v) for v in chunk.slice(start, batch_size).to_pylist()]
+    for values in dataset.content_batches("text", batch_size):
+        yield [None if v is None else str(v) for v in values.to_pylist()]
 
 
 def _read_file(path: Path) -> bytes | None:
@@ -144,11 +141,8 @@ def _image_value(value: Any, root: Path) -> bytes | None:
 
 
 def _image_items(dataset: Dataset, batch_size: int) -> Iterator[list[Any]]:
-    col = dataset.column("image")
-    assert col is not None
-    for chunk in col.chunks:
-        for start in range(0, len(chunk), batch_size):
-            yield [_image_value(v, dataset.root) for v in chunk.slice(start, batch_size).to_pylist()]
+    for values in dataset.content_batches("image", batch_size):
+        yield [_image_value(v, dataset.root) for v in values.to_pylist()]
 
 
 def compute_signals(
