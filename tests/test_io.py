@@ -584,3 +584,31 @@ def test_streamed_parquet_audits_like_jsonl(tmp_path: Path) -> None:
     b = audit(tmp_path / "d.jsonl", tmp_path / "ob", workers=1, workspace=tmp_path / "wb")
     assert a.findings.num_rows >= 30
     assert a.findings.equals(b.findings)
+
+
+def test_wrong_types_are_reported_per_record(tmp_path: Path) -> None:
+    """A value of another kind than the rest of its column is a `corrupt` finding, not a stop."""
+    from curata.audit import audit
+
+    rows: list[dict[str, object]] = [
+        {"id": f"r{i}", "text": f"a perfectly ordinary sentence number {i}", "label": "x"} for i in range(6)
+    ]
+    rows[2]["text"] = {"nested": "object"}
+    rows[4]["label"] = ["a", "list"]
+    rows[5]["text"] = 12345
+    write_jsonl(tmp_path / "d.jsonl", rows)
+    ds = read_dataset(tmp_path / "d.jsonl")
+    assert "__curata_type_error__" not in ds.table.column_names
+    assert [w["row"] for w in ds.description["wrong_types"]] == [2, 4, 5]
+    result = audit(tmp_path / "d.jsonl", tmp_path / "out", workers=1)
+    corrupt = {r["record_id"]: r["message"] for r in result.findings.to_pylist() if r["check"] == "corrupt"}
+    assert corrupt == {
+        "r2": "wrong type: field 'text' holds an object where the other records hold strings",
+        "r4": "wrong type: field 'label' holds an array where the other records hold strings",
+        "r5": "wrong type: field 'text' holds a number where the other records hold strings",
+    }
+
+
+def test_a_genuinely_mixed_column_is_not_a_type_error(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "d.jsonl", [{"v": 1}, {"v": "x"}, {"v": 2}, {"v": "y"}])
+    assert "wrong_types" not in read_dataset(tmp_path / "d.jsonl").description

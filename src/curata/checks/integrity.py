@@ -23,6 +23,12 @@ def bad_rows(context: Context) -> dict[int, str]:
     return {int(b["row"]): str(b["error"]) for b in bad}
 
 
+def wrong_type_rows(context: Context) -> dict[int, str]:
+    """Rows holding a value of another kind than the rest of its column, with what is wrong."""
+    wrong = context.dataset.description.get("wrong_types", [])
+    return {int(b["row"]): str(b["error"]) for b in wrong}
+
+
 @register
 class CorruptCheck(Check):
     """Images (or files) that cannot be read or decoded."""
@@ -32,9 +38,9 @@ class CorruptCheck(Check):
 
     def applies(self, context: Context) -> str | None:
         """Image content can fail to decode; any table can hold records the reader could not parse."""
-        if context.dataset.modality == "image" or bad_rows(context):
+        if context.dataset.modality == "image" or bad_rows(context) or wrong_type_rows(context):
             return None
-        return "no image column and every record parsed"
+        return "no image column and every record parsed with consistent types"
 
     def run(self, context: Context) -> pa.Table:
         """Report unparseable records and undecodable images (empty files are the `empty` check)."""
@@ -48,6 +54,16 @@ class CorruptCheck(Check):
                 severity="error",
                 message=f"record cannot be parsed: {error}",
                 evidence={"error": error},
+            )
+        for row, error in sorted(wrong_type_rows(context).items()):
+            if row in bad:
+                continue
+            out.add(
+                ids[row],
+                score=1.0,
+                severity="warning",
+                message=f"wrong type: {error}",
+                evidence={"error": error, "kind": "wrong_type"},
             )
         if context.dataset.modality != "image":
             return out.table()

@@ -16,6 +16,7 @@ from curata.io.roles import Loaded, assemble, has_image_extension
 from curata.io.tabular import (
     BAD_RECORD_COLUMN,
     SUPPORTED_HINT,
+    TYPE_ERROR_COLUMN,
     read_table_folder,
     read_table_path,
     table_format,
@@ -56,6 +57,11 @@ def read_dataset(
         errors = loaded.table.column(BAD_RECORD_COLUMN).to_pylist()
         bad = [{"row": row, "error": e} for row, e in enumerate(errors) if e is not None]
         loaded.table = loaded.table.drop_columns([BAD_RECORD_COLUMN])
+    wrong: list[dict[str, object]] = []
+    if TYPE_ERROR_COLUMN in loaded.table.column_names:
+        messages = loaded.table.column(TYPE_ERROR_COLUMN).to_pylist()
+        wrong = [{"row": row, "error": e} for row, e in enumerate(messages) if e is not None]
+        loaded.table = loaded.table.drop_columns([TYPE_ERROR_COLUMN])
     dataset = assemble(loaded, overrides, str(data))
     if streamed is not None:
         # Report the columns in the files' order, the streamed one in its place.
@@ -66,6 +72,8 @@ def read_dataset(
         )
     if bad:
         dataset.description["bad_records"] = bad
+    if wrong:
+        dataset.description["wrong_types"] = wrong
     return dataset
 
 

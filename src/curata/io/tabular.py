@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,9 @@ def _first_char(path: Path) -> str:
 
 #: Column a reader adds for records it could not parse (the error, null for good records).
 BAD_RECORD_COLUMN = "__curata_bad_record__"
+#: Column the JSON readers add when a record holds a value of another kind than the rest of its
+#: column (e.g. an object where the other records hold strings); dropped by ``read_dataset``.
+TYPE_ERROR_COLUMN = "__curata_type_error__"
 
 
 def _read_jsonl(path: Path) -> pa.Table:
@@ -282,6 +286,8 @@ def _reject_single_object(path: Path) -> None:
 
 
 def _json_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
     if isinstance(value, list):
         return "an array"
     if isinstance(value, str):
@@ -316,12 +322,19 @@ def _read_json_array(path: Path) -> pa.Table:
 
 
 def table_from_records(records: list[dict[str, Any]]) -> pa.Table:
-    """Build a table from dicts; a column whose values have mixed types becomes strings."""
+    """Build a table from dicts; a column whose values have mixed types becomes strings.
+
+    In such a column, values of a kind that a clear majority of the column does not share (an
+    object among strings, a string among numbers) are wrong types: each record holding one gets
+    a message in TYPE_ERROR_COLUMN, which the ``corrupt`` check reports. One bad value never
+    stops the audit.
+    """
     names: dict[str, None] = {}
     for record in records:
         for key in record:
             names.setdefault(str(key), None)
     arrays: list[pa.Array] = []
+    type_errors: list[list[str]] = [[] for _ in records]
     for name in names:
         values = [record.get(name) for record in records]
         try:
@@ -333,7 +346,30 @@ def table_from_records(records: list[dict[str, Any]]) -> pa.Table:
                     pa.string(),
                 )
             )
+            _note_wrong_kinds(name, values, type_errors)
+    if any(type_errors):
+        arrays.append(pa.array(["; ".join(e) if e else None for e in type_errors], pa.string()))
+        names[TYPE_ERROR_COLUMN] = None
     return pa.Table.from_arrays(arrays, names=list(names))
+
+
+def _note_wrong_kinds(name: str, values: list[Any], type_errors: list[list[str]]) -> None:
+    """Add a message for each value whose JSON kind differs from the column's majority kind."""
+    kinds = [
+        "a number" if isinstance(v, int | float) and not isinstance(v, bool) else _json_kind(v)
+        for v in values
+    ]
+    counts = Counter(k for k in kinds if k != "null")
+    if not counts:
+        return
+    majority, count = counts.most_common(1)[0]
+    if count * 2 <= sum(counts.values()):
+        return  # no clear majority: the column is genuinely mixed, not a few wrong values
+    for row, kind in enumerate(kinds):
+        if kind not in ("null", majority):
+            type_errors[row].append(
+                f"field '{name}' holds {kind} where the other records hold {majority.split(' ', 1)[1]}s"
+            )
 
 
 # --- several files -------------------------------------------------------------------------------
