@@ -156,7 +156,53 @@ def compute_signals(
     modality = dataset.modality
     if modality == "none":
         return Signals(pa.table({"content_hash": pa.array([], HASH_TYPE)}), modality, 0, 0)
-    fingerprint = settings.fingerprint(modality)
+    if modality == "text":
+        fn: Any = text_batch_signals
+        args: tuple[Any, ...] = (settings.minhash,)
+        batch_size = settings.batch_size
+    else:
+        fn = image_batch_signals
+        args = (settings.image,)
+        batch_size = settings.image_batch_size
+    return map_records(
+        dataset,
+        engine,
+        fn,
+        args,
+        fingerprint=settings.fingerprint(modality),
+        cache=cache,
+        batch_size=batch_size,
+        description=f"signals ({label})",
+    )
+
+
+def content_items(dataset: Dataset, batch_size: int) -> Iterator[list[Any]]:
+    """The records' content in batches: texts (str or None) or image bytes (None when unreadable)."""
+    if dataset.modality == "text":
+        return _text_items(dataset, batch_size)
+    if dataset.modality == "image":
+        return _image_items(dataset, batch_size)
+    raise InputError(f"{dataset.source}: has no text or image column to compute content signals from")
+
+
+def map_records(
+    dataset: Dataset,
+    engine: Engine,
+    fn: Any,
+    args: tuple[Any, ...],
+    *,
+    fingerprint: str,
+    cache: SignalCache | None,
+    batch_size: int,
+    description: str,
+) -> Signals:
+    """Run ``fn(content_batch, *args) -> RecordBatch`` over every record through ``engine``, cached.
+
+    Rows are keyed by the hash of their content and ``fingerprint`` (which must name the function,
+    its version and every setting that changes its output): only content the cache lacks is
+    computed, and the result is aligned with the dataset's rows.
+    """
+    modality = dataset.modality
     cached = cache.load(fingerprint) if cache is not None else None
     # Cache lookup by binary search over the sorted cached hashes: 16 bytes a row, no Python dict.
     cached_sorted = np.empty(0, f"S{HASH_BYTES}")
@@ -165,18 +211,9 @@ def compute_signals(
         cached_hashes = hashes_of(cached.column("content_hash"))
         cached_order = np.argsort(cached_hashes, kind="stable")
         cached_sorted = cached_hashes[cached_order]
-    if modality == "text":
-        items: Iterator[list[Any]] = _text_items(dataset, settings.batch_size)
-        fn: Any = text_batch_signals
-        args: tuple[Any, ...] = (settings.minhash,)
-        encode = _encode_text
-        total_batches = -(-dataset.num_rows // settings.batch_size)
-    else:
-        items = _image_items(dataset, settings.image_batch_size)
-        fn = image_batch_signals
-        args = (settings.image,)
-        encode = _identity
-        total_batches = -(-dataset.num_rows // settings.image_batch_size)
+    items = content_items(dataset, batch_size)
+    encode = _encode_text if modality == "text" else _identity
+    total_batches = -(-dataset.num_rows // batch_size)
 
     hit_rows: list[np.ndarray] = []
     hit_index: list[np.ndarray] = []
@@ -204,9 +241,7 @@ def compute_signals(
 
     computed_parts: list[pa.Table] = []
     computed_rows: list[np.ndarray] = []
-    for result in engine.map_batches(
-        fn, misses(), args=args, description=f"signals ({label})", total=total_batches
-    ):
+    for result in engine.map_batches(fn, misses(), args=args, description=description, total=total_batches):
         computed_rows.append(miss_rows.popleft())
         computed_parts.append(
             pa.Table.from_batches([result]).append_column("content_hash", hash_column(miss_hashes.popleft()))
