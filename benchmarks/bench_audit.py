@@ -32,6 +32,12 @@ FORTUNES = Path("/usr/share/games/fortunes")
 CLIPART = Path("/usr/share/openclipart/png")
 RESULTS = Path(__file__).parent / "results"
 PY = sys.executable
+#: The checks of the foundation issue, which this benchmark measures (the embedding-based checks of
+#: later issues have their own benchmarks).
+FOUNDATION_CHECKS = (
+    "corrupt,empty,missing_label,duplicate_id,exact_duplicate,near_duplicate,"
+    "conflicting_labels,split_leakage,contamination"
+)
 
 
 def fortune_lines() -> list[str]:
@@ -149,6 +155,8 @@ def main() -> None:
                 str(args.workers),
                 "--workspace",
                 str(work / f"ws-{n}-{{run}}"),
+                "--checks",
+                FOUNDATION_CHECKS,
                 "-q",
             ]
             walls = []
@@ -201,6 +209,8 @@ def main() -> None:
                         str(args.workers),
                         "--workspace",
                         str(work / f"ws-img-{run}"),
+                        "--checks",
+                        FOUNDATION_CHECKS,
                         "-q",
                     ],
                     1,

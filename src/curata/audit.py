@@ -19,6 +19,7 @@ from curata import __version__
 from curata.checks import registered_checks
 from curata.checks.base import SEVERITY_RANK, Context, concat_findings, empty_findings
 from curata.checks.contamination import ContaminationSettings
+from curata.checks.embedding import ModelCheckSettings
 from curata.dataset import Dataset
 from curata.engine import get_engine
 from curata.errors import CheckFailedError, ConfigError, InputError
@@ -26,6 +27,7 @@ from curata.io import read_dataset
 from curata.report.examples import worst_examples
 from curata.report.json import dataset_statistics, score_histograms, write_json
 from curata.signals.cache import SignalCache
+from curata.signals.embed import EmbedSettings, make_encoder
 from curata.signals.pipeline import Signals, SignalSettings, compute_signals
 
 FailOn = Literal["error", "warning", "info"]
@@ -38,6 +40,8 @@ class AuditSettings:
 
     signals: SignalSettings = field(default_factory=SignalSettings)
     contamination: ContaminationSettings = field(default_factory=ContaminationSettings)
+    embed: EmbedSettings = field(default_factory=EmbedSettings)
+    model: ModelCheckSettings = field(default_factory=ModelCheckSettings)
     fail_on: FailOn | None = None
     checks: tuple[str, ...] | None = None
     skip: tuple[str, ...] = ()
@@ -130,13 +134,17 @@ def audit(
                 f"reference {ref.source} holds {ref.modality} but {dataset.source} holds {dataset.modality}: "
                 "name the content column with --text-column or --image-column"
             )
+    if settings.embed.encoder not in ("auto", "tabular"):
+        # A named encoder that cannot read DATA is a usage error, not a failed check.
+        make_encoder(settings.embed.encoder, dataset)
     timings["read_s"] = time.perf_counter() - t
     _prepare_out(out)
 
     t = time.perf_counter()
     step("computing signals")
     eng = get_engine(engine, workers)
-    cache = SignalCache(Path(workspace) if workspace else out.resolve().parent / ".curata")
+    workspace_dir = Path(workspace) if workspace else out.resolve().parent / ".curata"
+    cache = SignalCache(workspace_dir)
     signals = compute_signals(dataset, eng, settings.signals, cache, label="data")
     ref_signals = [
         compute_signals(ref, eng, settings.signals, cache, label=f"reference {i}")
@@ -149,7 +157,17 @@ def audit(
         dataset=dataset,
         signals={"data": signals},
         references=[(ref, {"data": s}) for ref, s in zip(refs, ref_signals, strict=True)],
-        settings={"signals": settings.signals, "contamination": settings.contamination},
+        settings={
+            "signals": settings.signals,
+            "contamination": settings.contamination,
+            "embed": settings.embed,
+            "model": settings.model,
+            # Checks that compute more per-record signals (embeddings, quality) run them through
+            # the same engine and cache as the signals above.
+            "engine": eng,
+            "cache": cache,
+            "workspace": workspace_dir,
+        },
     )
     findings, check_status = run_checks(context, settings, step)
     timings["checks_s"] = time.perf_counter() - t

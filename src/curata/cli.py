@@ -61,6 +61,15 @@ def audit(
             help="Share of a record's n-grams found in a reference to count (0 = any, the GPT-3 rule)."
         ),
     ] = 0.0,
+    encoder: Annotated[
+        str, typer.Option(help="Encoder for embeddings: auto, tfidf-svd, pixels or tabular.")
+    ] = "auto",
+    embeddings: Annotated[
+        Path | None, typer.Option(help="Your own embeddings: a .npy file, one row per record.")
+    ] = None,
+    embedding_column: Annotated[
+        str | None, typer.Option(help="Column holding your own embeddings (lists of numbers).")
+    ] = None,
     strict: Annotated[
         bool, typer.Option(help="Re-raise a check that crashes instead of reporting it.")
     ] = False,
@@ -73,6 +82,7 @@ def audit(
     from curata.audit import audit as run_audit
     from curata.checks.contamination import ContaminationSettings
     from curata.progress import set_progress
+    from curata.signals.embed import EmbedSettings
     from curata.signals.pipeline import SignalSettings
     from curata.signals.text import MinHashSettings
 
@@ -84,6 +94,11 @@ def audit(
         settings = AuditSettings(
             signals=replace(base, minhash=replace(MinHashSettings(), min_jaccard=min_jaccard)),
             contamination=ContaminationSettings(ngram=ngram, min_ngram_overlap=min_ngram_overlap),
+            embed=EmbedSettings(
+                encoder=encoder,
+                embeddings_file=None if embeddings is None else str(embeddings),
+                embedding_column=embedding_column,
+            ),
             fail_on=fail_on,  # type: ignore[arg-type]
             checks=tuple(c.strip() for c in checks.split(",") if c.strip()) if checks else None,
             skip=tuple(c.strip() for c in skip.split(",") if c.strip()) if skip else (),

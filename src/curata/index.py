@@ -69,7 +69,7 @@ def _search(
         block = queries[start : start + _BLOCK]
         # faiss keeps results with distance strictly below the radius.
         lims, dist, ids = index.range_search(block, max_distance + 1)
-        counts = np.diff(lims.astype(np.int64))
+        counts = np.asarray(np.diff(lims), dtype=np.int64)
         qi = np.repeat(np.arange(start, start + len(block), dtype=np.int64), counts)
         bi = ids.astype(np.int64)
         d = dist.astype(np.int64)

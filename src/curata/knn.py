@@ -1,0 +1,92 @@
+"""Nearest neighbours (faiss): cosine distance for unit vectors, Euclidean for tabular features.
+
+Exact (flat search) up to ``EXACT_MAX_ROWS`` rows; above that an HNSW graph, whose recall is high
+but not perfect. Each row's own entry is removed from its neighbour list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from curata.errors import ConfigError
+
+#: Above this many rows the index is approximate (HNSW); at or below it, exact.
+EXACT_MAX_ROWS = 100_000
+
+
+Metric = Literal["cosine", "euclidean"]
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """``index[i]`` are the rows nearest to row i (best first, -1 where fewer exist), ``distance``
+    their distances (cosine distance 1 - similarity, or Euclidean); ``exact`` says whether the
+    search was exhaustive."""
+
+    index: np.ndarray
+    distance: np.ndarray
+    exact: bool
+
+
+def _faiss_index(dim: int, n: int, metric: Metric) -> tuple[object, bool]:
+    import faiss
+
+    kind = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    if n <= EXACT_MAX_ROWS:
+        return (faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)), True
+    index = faiss.IndexHNSWFlat(dim, 32, kind)
+    index.hnsw.efConstruction = 80
+    index.hnsw.efSearch = 128
+    return index, False
+
+
+def _distances(raw: np.ndarray, metric: Metric) -> np.ndarray:
+    """faiss scores to distances: 1 - inner product, or the root of squared L2."""
+    if metric == "cosine":
+        return np.asarray(1.0 - raw, dtype=np.float32)
+    out: np.ndarray = np.sqrt(np.maximum(raw, 0.0)).astype(np.float32)
+    return out
+
+
+def nearest_neighbours(vectors: np.ndarray, k: int, metric: Metric = "cosine") -> Neighbours:
+    """The ``k`` nearest other rows of every row of ``vectors`` (unit rows for cosine)."""
+    if k < 1:
+        raise ConfigError(f"k must be at least 1, got {k}")
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    n = x.shape[0]
+    index, exact = _faiss_index(x.shape[1], n, metric)
+    index.add(x)  # type: ignore[attr-defined]
+    want = min(k + 1, n)
+    raw, idx = index.search(x, want)  # type: ignore[attr-defined]
+    return _drop_self(_distances(raw, metric), idx, k, exact)
+
+
+def cross_neighbours(queries: np.ndarray, base: np.ndarray, k: int, metric: Metric = "cosine") -> Neighbours:
+    """The ``k`` rows of ``base`` nearest to each row of ``queries``."""
+    if k < 1:
+        raise ConfigError(f"k must be at least 1, got {k}")
+    b = np.ascontiguousarray(base, dtype=np.float32)
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    index, exact = _faiss_index(b.shape[1], b.shape[0], metric)
+    index.add(b)  # type: ignore[attr-defined]
+    raw, idx = index.search(q, min(k, b.shape[0]))  # type: ignore[attr-defined]
+    return Neighbours(np.asarray(idx, np.int64), _distances(raw, metric), exact)
+
+
+def _drop_self(dist: np.ndarray, idx: np.ndarray, k: int, exact: bool) -> Neighbours:
+    """Remove each row's own entry (or the last one when ties pushed it out) and keep ``k``."""
+    n = idx.shape[0]
+    rows = np.arange(n)[:, None]
+    is_self = idx == rows
+    # Rows whose self entry is missing (exact duplicates tie with it) drop their last entry instead.
+    no_self = ~is_self.any(axis=1)
+    is_self[no_self, -1] = True
+    keep = ~is_self
+    width = idx.shape[1] - 1
+    out_idx = idx[keep].reshape(n, width)[:, :k]
+    out_dist = dist[keep].reshape(n, width)[:, :k]
+    out_idx = np.where(out_idx < 0, -1, out_idx)
+    return Neighbours(np.asarray(out_idx, np.int64), np.asarray(out_dist, np.float32), exact)
