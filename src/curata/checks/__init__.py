@@ -1,6 +1,15 @@
 """Checks: each family in its own module, all registered in ``curata.checks.base``."""
 
-from curata.checks import contamination, duplicates, embedding, integrity
+from curata.checks import contamination, duplicates, embedding, integrity, quality
 from curata.checks.base import Check, Context, registered_checks
 
-__all__ = ["Check", "Context", "contamination", "duplicates", "embedding", "integrity", "registered_checks"]
+__all__ = [
+    "Check",
+    "Context",
+    "contamination",
+    "duplicates",
+    "embedding",
+    "integrity",
+    "quality",
+    "registered_checks",
+]
