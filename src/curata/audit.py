@@ -42,6 +42,7 @@ class AuditSettings:
     contamination: ContaminationSettings = field(default_factory=ContaminationSettings)
     embed: EmbedSettings = field(default_factory=EmbedSettings)
     model: ModelCheckSettings = field(default_factory=ModelCheckSettings)
+    pred_probs: str | None = None
     fail_on: FailOn | None = None
     checks: tuple[str, ...] | None = None
     skip: tuple[str, ...] = ()
@@ -162,6 +163,7 @@ def audit(
             "contamination": settings.contamination,
             "embed": settings.embed,
             "model": settings.model,
+            "pred_probs": settings.pred_probs,
             # Checks that compute more per-record signals (embeddings, quality) run them through
             # the same engine and cache as the signals above.
             "engine": eng,

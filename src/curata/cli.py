@@ -70,6 +70,13 @@ def audit(
     embedding_column: Annotated[
         str | None, typer.Option(help="Column holding your own embeddings (lists of numbers).")
     ] = None,
+    pred_probs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Out-of-sample predicted probabilities: .npy (rows x classes, classes sorted) "
+            "or a table with record_id and one column per class."
+        ),
+    ] = None,
     strict: Annotated[
         bool, typer.Option(help="Re-raise a check that crashes instead of reporting it.")
     ] = False,
@@ -103,6 +110,7 @@ def audit(
             checks=tuple(c.strip() for c in checks.split(",") if c.strip()) if checks else None,
             skip=tuple(c.strip() for c in skip.split(",") if c.strip()) if skip else (),
             strict=strict,
+            pred_probs=None if pred_probs is None else str(pred_probs),
         )
         status = err.status("auditing…", spinner="dots") if not quiet and err.is_terminal else None
         with status or _NullContext():
