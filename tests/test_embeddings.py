@@ -188,3 +188,59 @@ def test_cli_embedding_options(tmp_path: Path) -> None:
         ["audit", str(data), "--out", str(tmp_path / "o3"), "--embeddings", str(tmp_path / "e.npy"), "-q"],
     )
     assert ok.exit_code == 0, ok.output
+
+
+def test_semantic_duplicates_across_splits_are_leakage(tmp_path: Path) -> None:
+    """Planted same-meaning pairs (user embeddings) are found; the later split's copy is leakage."""
+    rng = np.random.default_rng(9)
+    base = rng.normal(size=(60, 16)).astype(np.float32)
+    vectors = np.vstack([base, base[:4] + 0.01 * rng.normal(size=(4, 16)).astype(np.float32)])
+    rows = [{"id": f"v{i}", "split": "train"} for i in range(60)]
+    rows += [{"id": f"w{i}", "split": "test" if i < 2 else "train"} for i in range(4)]
+    data = write_parquet(tmp_path / "v.parquet", rows)
+    np.save(tmp_path / "v.npy", vectors)
+    from curata.audit import AuditSettings
+
+    settings = AuditSettings(embed=EmbedSettings(embeddings_file=str(tmp_path / "v.npy")))
+    result = audit(data, tmp_path / "out", workers=1, settings=settings)
+    found = {r["record_id"]: r for r in result.findings.to_pylist() if r["check"] == "semantic_duplicate"}
+    assert set(found) == {"w0", "w1", "w2", "w3"}
+    assert {rid: r["related_id"] for rid, r in found.items()} == {f"w{i}": f"v{i}" for i in range(4)}
+    assert found["w0"]["severity"] == "error" and "leakage" in found["w0"]["message"]
+    assert found["w2"]["severity"] == "warning" and "leakage" not in found["w2"]["message"]
+
+
+def test_label_issues_from_curata_probabilities_and_from_a_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    centres = rng.normal(size=(3, 6)) * 5
+    points = np.vstack([c + rng.normal(size=(80, 6)) for c in centres])
+    truth = np.repeat(np.array(["ant", "bee", "cow"]), 80)
+    given = truth.copy()
+    flipped = list(range(5, 240, 12))  # 20 of 240 labels (8%) flipped
+    for i in flipped:
+        given[i] = {"ant": "bee", "bee": "cow", "cow": "ant"}[str(truth[i])]
+    rows = [
+        {"id": f"x{i}", **{f"f{j}": float(v) for j, v in enumerate(p)}, "label": str(g)}
+        for i, (p, g) in enumerate(zip(points, given, strict=True))
+    ]
+    result = audit(write_parquet(tmp_path / "x.parquet", rows), tmp_path / "o1", workers=1)
+    issues = {r["record_id"]: r for r in result.findings.to_pylist() if r["check"] == "label_issue"}
+    planted = {f"x{i}" for i in flipped}
+    assert len(planted & set(issues)) >= 18 and len(set(issues) - planted) <= 2
+    assert issues["x185"]["message"].startswith("label 'ant' looks wrong: predicted 'cow'")  # a cow
+    # Only ids and labels plus the user's probabilities: content checks are skipped, labels checked.
+    probs = np.full((240, 3), 0.05)
+    probs[np.arange(240), np.searchsorted(["ant", "bee", "cow"], truth)] = 0.9
+    np.save(tmp_path / "p.npy", probs)
+    only = write_parquet(
+        tmp_path / "only.parquet", [{"id": f"x{i}", "label": str(g)} for i, g in enumerate(given)]
+    )
+    from curata.audit import AuditSettings
+
+    second = audit(
+        only, tmp_path / "o2", workers=1, settings=AuditSettings(pred_probs=str(tmp_path / "p.npy"))
+    )
+    found = {r["record_id"] for r in second.findings.to_pylist() if r["check"] == "label_issue"}
+    assert found == planted
+    assert second.report["checks"]["near_duplicate"]["status"] == "skipped"
+    assert second.report["checks"]["outlier"]["status"] == "skipped"

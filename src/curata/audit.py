@@ -20,6 +20,7 @@ from curata.checks import registered_checks
 from curata.checks.base import SEVERITY_RANK, Context, concat_findings, empty_findings
 from curata.checks.contamination import ContaminationSettings
 from curata.checks.embedding import ModelCheckSettings
+from curata.checks.semantic import SemanticSettings
 from curata.dataset import Dataset
 from curata.engine import get_engine
 from curata.errors import CheckFailedError, ConfigError, InputError
@@ -43,6 +44,7 @@ class AuditSettings:
     embed: EmbedSettings = field(default_factory=EmbedSettings)
     model: ModelCheckSettings = field(default_factory=ModelCheckSettings)
     pred_probs: str | None = None
+    semantic: SemanticSettings = field(default_factory=SemanticSettings)
     fail_on: FailOn | None = None
     checks: tuple[str, ...] | None = None
     skip: tuple[str, ...] = ()
@@ -164,6 +166,7 @@ def audit(
             "embed": settings.embed,
             "model": settings.model,
             "pred_probs": settings.pred_probs,
+            "semantic": settings.semantic,
             # Checks that compute more per-record signals (embeddings, quality) run them through
             # the same engine and cache as the signals above.
             "engine": eng,

@@ -54,6 +54,7 @@ def audit(
     checks: Annotated[str | None, typer.Option(help="Comma-separated checks to run (default: all).")] = None,
     skip: Annotated[str | None, typer.Option(help="Comma-separated checks to skip.")] = None,
     min_jaccard: Annotated[float, typer.Option(help="Text near-duplicate Jaccard threshold.")] = 0.8,
+    min_cosine: Annotated[float, typer.Option(help="Semantic-duplicate cosine similarity threshold.")] = 0.95,
     ngram: Annotated[int, typer.Option(help="Word n-gram size for n-gram contamination.")] = 13,
     min_ngram_overlap: Annotated[
         float,
@@ -88,6 +89,7 @@ def audit(
     from curata.audit import AuditSettings
     from curata.audit import audit as run_audit
     from curata.checks.contamination import ContaminationSettings
+    from curata.checks.semantic import SemanticSettings
     from curata.progress import set_progress
     from curata.signals.embed import EmbedSettings
     from curata.signals.pipeline import SignalSettings
@@ -111,6 +113,7 @@ def audit(
             skip=tuple(c.strip() for c in skip.split(",") if c.strip()) if skip else (),
             strict=strict,
             pred_probs=None if pred_probs is None else str(pred_probs),
+            semantic=SemanticSettings(min_cosine=min_cosine),
         )
         status = err.status("auditing…", spinner="dots") if not quiet and err.is_terminal else None
         with status or _NullContext():

@@ -1,6 +1,6 @@
 """Checks: each family in its own module, all registered in ``curata.checks.base``."""
 
-from curata.checks import contamination, duplicates, embedding, integrity, quality
+from curata.checks import contamination, duplicates, embedding, integrity, labels, quality, semantic
 from curata.checks.base import Check, Context, registered_checks
 
 __all__ = [
@@ -10,6 +10,8 @@ __all__ = [
     "duplicates",
     "embedding",
     "integrity",
+    "labels",
     "quality",
     "registered_checks",
+    "semantic",
 ]
