@@ -18,13 +18,20 @@ The goal is stated for copies vs originals, so the headline precision is over th
 reported pairs that involve a copy; precision over original-original pairs (natural
 duplicates, judged by the same rule) and over all pairs is reported beside it.
 
-Run: .venv/bin/python benchmarks/bench_image_dups.py [--limit N] [--quick]
-Writes benchmarks/results/image_dups.json.
+The chosen settings are ``ImageHashSettings``' defaults (each threshold can be overridden on
+the command line; a value < 0 turns its check off).  Besides the headline figures the run prints
+what each verification check contributes (the chosen settings with one check off at a time) and
+a small grid of settings, and lists the false pairs involving a copy -- copy kinds, the
+originals' files and the metrics the checks saw -- in ``image_dups_false_pairs.json``.
+
+Run: .venv/bin/python benchmarks/bench_image_dups.py [--limit N] [--quick] [--seed S]
+Writes benchmarks/results/image_dups.json and image_dups_false_pairs.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import platform
@@ -39,6 +46,7 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from curata.index import hamming_pairs
 from curata.signals.image import (
     HASH_BITS,
     ImageHashSettings,
@@ -50,6 +58,8 @@ from curata.signals.image import (
 
 ROOT = Path("/usr/share/openclipart/png")
 RESULTS = Path(__file__).resolve().parent / "results" / "image_dups.json"
+# Radius of the candidate pairs the settings grid is evaluated on (the grid's largest radius).
+LOOSE_RADIUS = 104
 TRANSFORMS = ["resize50", "resize150", "jpeg70", "crop5", "bright+10", "bright-10", "grey"]
 
 
@@ -125,6 +135,39 @@ def timed(fn: Any, runs: int) -> list[float]:
     return out
 
 
+THRESHOLDS = [
+    "min_correlation",
+    "min_correlation_far",
+    "min_structure",
+    "min_structure_far",
+    "max_colour_difference",
+    "max_luma_difference",
+    "max_grey_luma_difference",
+]
+RAMPS = {"min_correlation": "min_correlation_far", "min_structure": "min_structure_far"}
+
+
+def settings_from_args(args: argparse.Namespace) -> ImageHashSettings:
+    """Return ImageHashSettings' defaults overridden by the command line (< 0: check off)."""
+    changes: dict[str, Any] = {}
+    if args.max_distance is not None:
+        changes["max_distance"] = args.max_distance
+    for name in THRESHOLDS:
+        value = getattr(args, name)
+        if value is not None:
+            changes[name] = None if value < 0 else value
+    for lo, hi in RAMPS.items():
+        # A ramp is off as a whole; turning one end off turns off both.
+        if changes.get(lo, 0.0) is None or changes.get(hi, 0.0) is None:
+            changes[lo] = changes[hi] = None
+    return dataclasses.replace(ImageHashSettings(), **changes)
+
+
+def settings_dict(s: ImageHashSettings) -> dict[str, Any]:
+    """Return the thresholds of ``s`` (not the thread count)."""
+    return {f.name: getattr(s, f.name) for f in dataclasses.fields(s) if f.name != "threads"}
+
+
 def main() -> int:
     """Run the benchmark and print and save the figures."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -141,27 +184,17 @@ def main() -> int:
     )
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--max-distance", type=int, default=None)
-    ap.add_argument("--min-correlation", type=float, default=None)
-    ap.add_argument("--min-correlation-far", type=float, default=None)
-    ap.add_argument("--max-colour-difference", type=float, default=None, help="< 0 turns the check off")
+    # Verification thresholds (default: ImageHashSettings' defaults); a value < 0 turns a check off
+    # (for a ramp, the first value of the pair decides).
+    for name in THRESHOLDS:
+        ap.add_argument("--" + name.replace("_", "-"), type=float, default=None, help="< 0: check off")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     if args.quick:
         args.limit = args.limit or 600
         args.copies = min(args.copies, 150)
         args.speed_files = min(args.speed_files, 300)
-    defaults = ImageHashSettings()
-    colour = defaults.max_colour_difference
-    if args.max_colour_difference is not None:
-        colour = None if args.max_colour_difference < 0 else args.max_colour_difference
-    settings = ImageHashSettings(
-        max_distance=defaults.max_distance if args.max_distance is None else args.max_distance,
-        min_correlation=defaults.min_correlation if args.min_correlation is None else args.min_correlation,
-        min_correlation_far=(
-            defaults.min_correlation_far if args.min_correlation_far is None else args.min_correlation_far
-        ),
-        max_colour_difference=colour,
-    )
+    settings = settings_from_args(args)
     rng = random.Random(args.seed)
     paths = sorted(ROOT.rglob("*.png"))
     if not paths:
@@ -233,21 +266,14 @@ def main() -> int:
         return same_shape and float(np.abs(ca - cb).mean()) <= args.verify_mae
 
     # The pair search with the chosen settings, timed; then candidate pairs at a loose radius
-    # with no verification once, which the threshold grid filters in numpy.
+    # and their verification metrics once, which the settings below filter in numpy.
     t0 = time.perf_counter()
     near_duplicate_image_pairs(codes, settings)
     t_pairs = time.perf_counter() - t0
-    loose = ImageHashSettings(
-        max_distance=max(112, settings.max_distance),
-        min_correlation=-1.0,
-        min_correlation_far=-1.0,
-        max_colour_difference=None,
-        max_luma_difference=None,
-    )
-    cand, sim = near_duplicate_image_pairs(codes, loose)
-    dp = np.rint((1.0 - sim) * HASH_BITS).astype(np.int64)
-    corr, cdiff, ldiff = _pair_metrics(codes, codes, cand)
+    cand, dp = hamming_pairs(codes[:, : HASH_BITS // 8], max(LOOSE_RADIUS, settings.max_distance))
+    metrics = _pair_metrics(codes, codes, cand)
     ga, gb = group[cand[:, 0]], group[cand[:, 1]]
+    ka, kb = kind[cand[:, 0]], kind[cand[:, 1]]
     natural_cache: dict[tuple[int, int], bool] = {}
 
     n_groups = len(paths)
@@ -268,40 +294,26 @@ def main() -> int:
         out[~out] = verdict[inverse]
         return out
 
-    involves_copy = (kind[cand[:, 0]] != "original") | (kind[cand[:, 1]] != "original")
-    # Only perceptual copies are near-duplicate targets; WebP copies are exact and scored below.
-    perceptual = np.isin(kind, TRANSFORMS)
-    copy_items = np.flatnonzero(perceptual)
-    orig_pos = {g: k for k, g in enumerate(ok)}
+    involves_copy = (ka != "original") | (kb != "original")
+    # Only perceptual copies are near-duplicate targets (a copy with its own original); WebP
+    # copies are exact and scored below.
+    copy_items = np.flatnonzero(np.isin(kind, TRANSFORMS))
+    n_copies = {t: int((kind == t).sum()) for t in TRANSFORMS}
+    target = (ga == gb) & (
+        ((ka == "original") & np.isin(kb, TRANSFORMS)) | ((kb == "original") & np.isin(ka, TRANSFORMS))
+    )
+    target_kind = np.where(ka == "original", kb, ka)
 
-    def select(s: ImageHashSettings) -> np.ndarray:
-        sel = (dp <= s.max_distance) & (corr >= s.required_correlation(dp))
-        if s.max_colour_difference is not None:
-            sel &= cdiff <= s.max_colour_difference
-        if s.max_luma_difference is not None:
-            sel &= ldiff <= s.max_luma_difference
-        return sel
-
-    def evaluate(s: ImageHashSettings) -> dict[str, Any]:
-        sel = select(s)
+    def evaluate(s: ImageHashSettings, label: str = "") -> dict[str, Any]:
+        sel = s.accepts(metrics, dp)
         ok_pairs = correct_mask(sel)
-        selp = cand[sel]
-        found = set(map(tuple, selp.tolist()))
-        per: dict[str, float] = {}
-        hits_all = 0
-        for t in TRANSFORMS:
-            items = copy_items[kind[copy_items] == t]
-            hits = sum((min(c, orig_pos[group[c]]), max(c, orig_pos[group[c]])) in found for c in items)
-            per[t] = hits / len(items)
-            hits_all += hits
+        hits = sel & target
+        per = {t: int((hits & (target_kind == t)).sum()) / n_copies[t] for t in TRANSFORMS}
         cc = involves_copy[sel]
         return {
-            "max_distance": s.max_distance,
-            "min_correlation": s.min_correlation,
-            "min_correlation_far": s.min_correlation_far,
-            "max_colour_difference": s.max_colour_difference,
-            "max_luma_difference": s.max_luma_difference,
-            "recall_overall": hits_all / len(copy_items),
+            "label": label,
+            **settings_dict(s),
+            "recall_overall": int(hits.sum()) / len(copy_items),
             "recall_per_transform": per,
             "pairs_reported": int(sel.sum()),
             "false_pairs": int((~ok_pairs).sum()),
@@ -311,49 +323,102 @@ def main() -> int:
             "precision_original_pairs": float(ok_pairs[~cc].mean()) if (~cc).any() else 1.0,
         }
 
+    def without(s: ImageHashSettings, *names: str) -> ImageHashSettings:
+        return dataclasses.replace(s, **dict.fromkeys(names, None))
+
+    all_checks = THRESHOLDS
+    ablation = [
+        evaluate(settings, "chosen settings"),
+        evaluate(without(settings, *all_checks), "hash distance only"),
+        evaluate(
+            without(settings, *[n for n in all_checks if not n.startswith("min_correlation")]),
+            "correlation only",
+        ),
+        evaluate(without(settings, "min_correlation", "min_correlation_far"), "without correlation"),
+        evaluate(without(settings, "min_structure", "min_structure_far"), "without structure (SSIM)"),
+        evaluate(without(settings, "max_colour_difference"), "without colour check"),
+        evaluate(without(settings, "max_luma_difference"), "without luma (block, gain) check"),
+        evaluate(without(settings, "max_grey_luma_difference"), "without grey-vs-colour luma check"),
+    ]
+    chosen_eval = ablation[0]
     grid = []
-    for d in (48, 64, 80, 96, 112):
-        for lo, hi in ((-1.0, -1.0), (0.9, 0.9), (0.95, 0.95), (0.85, 0.95), (0.9, 0.98)):
-            for col in (None, 8.0):
-                for luma in (None, 32.0):
-                    s = ImageHashSettings(
-                        max_distance=d,
-                        min_correlation=lo,
-                        min_correlation_far=hi,
-                        max_colour_difference=col,
-                        max_luma_difference=luma,
-                    )
-                    grid.append(evaluate(s))
-    chosen_eval = evaluate(settings)
-    print(
-        "\nthreshold grid (hash radius d, correlation at d=0 / at d=radius, colour and luma checks):"
-        " recall / precision with a copy / all pairs / false pairs"
-    )
-    for g in grid:
-        print(
-            f"  d={g['max_distance']:3d} corr={g['min_correlation']:5.2f}/{g['min_correlation_far']:5.2f}"
-            f" colour={g['max_colour_difference']!s:>4} luma={g['max_luma_difference']!s:>4}:"
-            f" recall {g['recall_overall']:.4f}"
+    for d in (80, 96, 104):
+        for corr in (True, False):
+            for lo, hi in ((0.7, 0.94), (0.75, 0.96), (0.8, 0.96), (0.85, 0.97)):
+                s = dataclasses.replace(settings, max_distance=d, min_structure=lo, min_structure_far=hi)
+                if not corr:
+                    s = without(s, "min_correlation", "min_correlation_far")
+                label = f"d={d} correlation {'on ' if corr else 'off'} SSIM {lo:.2f}/{hi:.2f}"
+                grid.append(evaluate(s, label))
+
+    def row(g: dict[str, Any]) -> str:
+        return (
+            f"  {g['label']:40s} recall {g['recall_overall']:.4f}"
             f"  precision {g['precision_pairs_with_a_copy']:.4f} / {g['precision_all_pairs']:.4f}"
-            f"  false {g['false_pairs']}"
+            f"  false {g['false_pairs_with_a_copy']} / {g['false_pairs']}"
         )
 
-    # False positives of the chosen settings, for inspection.
-    sel = select(settings)
+    print("\nchecks (recall / precision with a copy / all pairs / false pairs with a copy / all):")
+    for g in ablation:
+        print(row(g))
+    print("settings grid (hash radius d, correlation check, SSIM at d=0 / d=radius; other checks as chosen):")
+    for g in grid:
+        print(row(g))
+
+    # False pairs of the chosen settings, for inspection: every one involving a copy, with the
+    # copy kinds, the originals' files and the metrics the checks saw.
+    sel = settings.accepts(metrics, dp)
+    idx = np.flatnonzero(sel)
     ok_sel = correct_mask(sel)
-    false_examples = [
+    false_pairs = [
         {
-            "a": str(paths[int(a)].relative_to(ROOT)),
-            "b": str(paths[int(b)].relative_to(ROOT)),
-            "hash_distance": int(x),
-            "correlation": round(float(y), 4),
+            "a": str(paths[int(ga[k])].relative_to(ROOT)),
+            "kind_a": str(ka[k]),
+            "b": str(paths[int(gb[k])].relative_to(ROOT)),
+            "kind_b": str(kb[k]),
+            "hash_distance": int(dp[k]),
+            "correlation": round(float(metrics.correlation[k]), 4),
+            "structure": round(float(metrics.structure[k]), 4),
+            "colour": round(float(metrics.colour[k]), 2),
+            "luma": round(float(metrics.luma[k]), 2),
+            "luma_mean": round(float(metrics.luma_mean[k]), 2),
+            "one_grey": bool(metrics.one_grey[k]),
         }
-        for a, b, x, y, c in zip(ga[sel], gb[sel], dp[sel], corr[sel], ok_sel, strict=True)
-        if not c
-    ][:40]
+        for k in idx[~ok_sel & involves_copy[sel]].tolist()
+    ]
+    by_kind: dict[str, int] = {}
+    by_originals: dict[tuple[str, str], int] = {}
+    for f in false_pairs:
+        copy_kinds = "/".join(sorted(x for x in (f["kind_a"], f["kind_b"]) if x != "original"))
+        by_kind[copy_kinds] = by_kind.get(copy_kinds, 0) + 1
+        key = (min(f["a"], f["b"]), max(f["a"], f["b"]))
+        by_originals[key] = by_originals.get(key, 0) + 1
+    top = sorted(by_originals.items(), key=lambda kv: -kv[1])
+    print(
+        f"false pairs with a copy: {len(false_pairs)} over {len(by_originals)} pairs of originals;"
+        f" by copy kind: {dict(sorted(by_kind.items(), key=lambda kv: -kv[1])[:10])}"
+    )
+    for (x, y), count in top[:10]:
+        print(f"  {count:3d}  {x}  ~  {y}")
+    false_out = args.out.with_name(args.out.stem + "_false_pairs.json")
+    false_out.parent.mkdir(parents=True, exist_ok=True)
+    false_out.write_text(
+        json.dumps(
+            {
+                "settings": settings_dict(settings),
+                "seed": args.seed,
+                "by_copy_kind": by_kind,
+                "by_pair_of_originals": [{"a": x, "b": y, "false_pairs": c} for (x, y), c in top],
+                "false_pairs_with_a_copy": false_pairs,
+            },
+            indent=1,
+        )
+    )
+    false_examples = false_pairs[:40]
     n_natural = sum(natural_cache.values())
 
     # --- exact copies via pixel_hash ----------------------------------------------------------
+    orig_pos = {g: k for k, g in enumerate(ok)}
     webp_items = np.flatnonzero(kind == "webp")
     webp_hits = sum(pix[c] == pix[orig_pos[group[c]]] for c in webp_items)
     by_hash: dict[str, list[int]] = {}
@@ -423,13 +488,7 @@ def main() -> int:
         "originals_with_copies": len(chosen),
         "copies": {t: len(chosen) for t in [*TRANSFORMS, "webp"]},
         "seed": args.seed,
-        "settings": {
-            "max_distance": settings.max_distance,
-            "min_correlation": settings.min_correlation,
-            "min_correlation_far": settings.min_correlation_far,
-            "max_colour_difference": settings.max_colour_difference,
-            "fingerprint": settings.fingerprint(),
-        },
+        "settings": {**settings_dict(settings), "fingerprint": settings.fingerprint()},
         "correctness_rule": (
             "pair correct if both derive from the same original, or their originals have identical "
             f"decoded pixels or 64x64-on-white RGB mean abs error <= {args.verify_mae}/255"
@@ -445,7 +504,8 @@ def main() -> int:
         "near_duplicates": chosen_eval,
         "natural_duplicate_original_pairs_verified": n_natural,
         "false_pair_examples": false_examples,
-        "threshold_grid": grid,
+        "checks": ablation,
+        "settings_grid": grid,
         "exact": exact,
         "pair_search_seconds": t_pairs,
         "throughput": {

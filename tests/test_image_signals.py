@@ -17,6 +17,8 @@ from curata.signals.image import (
     HASH_BITS,
     ImageDecodeError,
     ImageHashSettings,
+    PairMetrics,
+    _pair_metrics,
     cross_near_duplicate_pairs,
     decode_image,
     image_signals,
@@ -215,11 +217,11 @@ def test_colour_variants_are_not_near_duplicates_but_grey_copies_are() -> None:
     green, blue = arrow((30, 170, 40)), arrow((30, 40, 200))
     items = [_encode(green, "PNG"), _encode(blue, "PNG"), _encode(green.convert("L"), "PNG")]
     codes = image_signals(items, SETTINGS).column("phash").to_pylist()
-    # The shapes are identical, so only the colour check tells the variants apart.
+    # The shapes are identical, so only the colour and luminance checks tell the variants apart.
     assert _dist(codes[0], codes[1]) <= SETTINGS.max_distance
     found = _pairs(codes)
     assert (0, 2) in found and (0, 1) not in found
-    no_colour = ImageHashSettings(threads=1, max_colour_difference=None)
+    no_colour = ImageHashSettings(threads=1, max_colour_difference=None, max_luma_difference=None)
     assert (0, 1) in {tuple(p) for p in near_duplicate_image_pairs(codes, no_colour)[0].tolist()}
 
 
@@ -297,5 +299,174 @@ def test_luma_check_bounds_brightness_change() -> None:
     dark = ImageEnhance.Brightness(blue).enhance(0.4)
     codes = image_signals([_encode(blue, "PNG"), _encode(dark, "PNG")], SETTINGS).column("phash")
     assert len(near_duplicate_image_pairs(codes, SETTINGS)[0]) == 0  # 60% darker: too far
-    unchecked = ImageHashSettings(threads=1, max_luma_difference=None)
+    # The shapes agree (correlation 1); only the luminance checks reject it.
+    unchecked = ImageHashSettings(
+        threads=1, max_luma_difference=None, min_structure=None, min_structure_far=None
+    )
     assert near_duplicate_image_pairs(codes, unchecked)[0].tolist() == [[0, 1]]
+
+
+def _badge(fill: tuple[int, int, int]) -> Image.Image:
+    """A coloured badge with a black outline, a white window and a dark arrow on white."""
+    img = Image.new("RGB", (160, 160), "white")
+    draw = ImageDraw.Draw(img)
+    draw.rounded_rectangle((10, 30, 150, 130), radius=20, fill=fill, outline=(0, 0, 0), width=4)
+    draw.ellipse((30, 50, 70, 110), fill=(255, 255, 255), outline=(0, 0, 0), width=3)
+    draw.polygon([(90, 50), (140, 80), (90, 110)], fill=(20, 20, 20))
+    return img
+
+
+def _luma(colour: tuple[int, int, int]) -> float:
+    """ITU-R 601 luma, what a greyscale conversion keeps."""
+    r, g, b = colour
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def _metrics(codes: list[bytes], pairs: list[tuple[int, int]]) -> tuple[PairMetrics, np.ndarray]:
+    """Return the verification metrics and hash distances of ``pairs`` of ``codes``."""
+    arr = np.frombuffer(b"".join(codes), dtype=np.uint8).reshape(len(codes), -1)
+    p = np.array(pairs, dtype=np.int64)
+    dist = np.array([_dist(codes[i], codes[j]) for i, j in pairs], dtype=np.int64)
+    return _pair_metrics(arr, arr, p), dist
+
+
+RED, PURPLE, GREEN = (200, 40, 40), (110, 60, 170), (40, 160, 60)
+
+
+def test_greyscale_copy_matches_its_drawing_but_not_a_variant_of_other_luminance() -> None:
+    red, green = _badge(RED), _badge(GREEN)
+    assert abs(_luma(RED) - _luma(GREEN)) > 20
+    items = [_encode(red, "PNG"), _encode(green, "PNG"), _encode(red.convert("L"), "PNG")]
+    codes = image_signals(items, SETTINGS).column("phash").to_pylist()
+    m, dist = _metrics(codes, [(0, 2), (1, 2)])
+    # One side is grey, so colour cannot be compared: the grey copy keeps the red badge's luma
+    # exactly, while the green variant's fill differs by ~25 levels -- well inside the old bound
+    # of 32 on the mean luma difference, outside the grey-vs-colour bound.
+    assert m.one_grey.tolist() == [True, True]
+    assert m.luma_mean[0] < 0.5
+    assert SETTINGS.max_grey_luma_difference is not None
+    assert SETTINGS.max_grey_luma_difference < m.luma_mean[1] < 32
+    assert SETTINGS.accepts(m, dist).tolist() == [True, False]
+    found = _pairs(codes)
+    assert (0, 2) in found and (1, 2) not in found
+    lax = ImageHashSettings(threads=1, max_grey_luma_difference=None)
+    assert (1, 2) in {tuple(p) for p in near_duplicate_image_pairs(codes, lax)[0].tolist()}
+
+
+def test_colour_variant_of_equal_luminance_is_told_apart_by_colour() -> None:
+    assert abs(_luma(RED) - _luma(PURPLE)) < 1
+    red, purple = _badge(RED), _badge(PURPLE)
+    codes = image_signals([_encode(red, "PNG"), _encode(purple, "PNG")], SETTINGS).column("phash").to_pylist()
+    m, _ = _metrics(codes, [(0, 1)])
+    # Same drawing, same luminance everywhere: every grey check passes, the chroma cells do not.
+    assert m.correlation[0] > 0.99 and m.structure[0] > 0.99 and m.luma[0] < 4
+    assert SETTINGS.max_colour_difference is not None and m.colour[0] > SETTINGS.max_colour_difference
+    assert _pairs(codes) == set()
+    no_colour = ImageHashSettings(threads=1, max_colour_difference=None)
+    assert near_duplicate_image_pairs(codes, no_colour)[0].tolist() == [[0, 1]]
+
+
+def test_brightness_and_other_copies_of_a_drawing_still_match() -> None:
+    red = _badge(RED)
+    copies = [
+        ImageEnhance.Brightness(red).enhance(1.1),
+        ImageEnhance.Brightness(red).enhance(0.9),
+        red.resize((80, 80), Image.Resampling.LANCZOS),
+        Image.open(io.BytesIO(_encode(red, "JPEG", quality=70))),
+    ]
+    items = [_encode(red, "PNG"), *(_encode(c, "PNG") for c in copies)]
+    codes = image_signals(items, SETTINGS).column("phash").to_pylist()
+    m, dist = _metrics(codes, [(0, k) for k in range(1, len(items))])
+    accepted = SETTINGS.accepts(m, dist).tolist()
+    # A brightness change moves the mean luma a lot but is undone by the gain of the luma check.
+    assert m.luma_mean[1] > 5 and m.luma[1] < 16
+    assert accepted == [True, True, True, True]
+    # Darker and brighter copies match the grey copy of the same drawing too (both grey).
+    grey_items = [
+        _encode(red.convert("L"), "PNG"),
+        _encode(ImageEnhance.Brightness(red.convert("L")).enhance(0.9), "PNG"),
+    ]
+    assert _pairs(image_signals(grey_items, SETTINGS).column("phash").to_pylist()) == {(0, 1)}
+
+
+def test_blank_page_is_not_a_flat_colour_picture() -> None:
+    # Both are flat (correlation 1 by convention); the blank one is grey, so colour cannot
+    # separate them, but a greyscale copy of yellow would be grey 226, not white.
+    blank = Image.new("RGBA", (90, 90), (0, 0, 0, 0))
+    yellow = Image.new("RGB", (84, 84), (255, 255, 0))
+    codes = (
+        image_signals([_encode(blank, "PNG"), _encode(yellow, "PNG")], SETTINGS).column("phash").to_pylist()
+    )
+    m, _ = _metrics(codes, [(0, 1)])
+    assert m.correlation[0] == 1.0 and m.one_grey[0]
+    assert _pairs(codes) == set()
+    grey_copy = _encode(yellow.convert("L"), "PNG")
+    codes2 = image_signals([_encode(yellow, "PNG"), grey_copy], SETTINGS).column("phash").to_pylist()
+    assert _pairs(codes2) == {(0, 1)}
+
+
+def _layout(texture: bool) -> Image.Image:
+    """A grey picture: a disc, a box and a band that is flat or a 12-px chequerboard of the same mean."""
+    img = Image.new("L", (256, 256), 255)
+    draw = ImageDraw.Draw(img)
+    draw.ellipse((16, 16, 112, 112), fill=0)
+    draw.rectangle((144, 24, 240, 104), fill=60)
+    draw.rectangle((16, 136, 240, 240), fill=128)
+    if texture:
+        for y in range(136, 240, 12):
+            for x in range(16, 240, 12):
+                shade = 168 if ((x - 16) // 12 + (y - 136) // 12) % 2 else 88
+                draw.rectangle((x, y, min(x + 11, 240), min(y + 11, 240)), fill=shade)
+    return img
+
+
+def test_look_alike_with_different_details_fails_the_structure_check() -> None:
+    flat, textured = _layout(False), _layout(True)
+    items = [
+        _encode(flat, "PNG"),
+        _encode(textured, "PNG"),
+        _encode(textured.resize((128, 128), Image.Resampling.LANCZOS), "PNG"),
+        _encode(textured, "JPEG", quality=70),
+    ]
+    codes = image_signals(items, SETTINGS).column("phash").to_pylist()
+    m, dist = _metrics(codes, [(0, 1), (1, 2), (1, 3)])
+    # Globally alike (close hashes, high correlation), locally different: SSIM tells them apart,
+    # and still accepts real copies of the textured picture.
+    assert dist[0] <= 16 and m.correlation[0] >= SETTINGS.required_correlation(dist)[0]
+    assert m.structure[0] < SETTINGS.required_structure(dist)[0] - 0.05
+    assert _pairs(codes) == {(1, 2), (1, 3), (2, 3)}
+    no_structure = ImageHashSettings(threads=1, min_structure=None, min_structure_far=None)
+    assert (0, 1) in {tuple(p) for p in near_duplicate_image_pairs(codes, no_structure)[0].tolist()}
+
+
+def test_pair_metrics_basic_properties() -> None:
+    img = _scene(11, (200, 150))
+    brighter = ImageEnhance.Brightness(img).enhance(1.15)
+    items = [_encode(img, "PNG"), _encode(img, "WEBP", lossless=True), _encode(brighter, "PNG")]
+    codes = image_signals(items, SETTINGS).column("phash").to_pylist()
+    m, _ = _metrics(codes, [(0, 1), (0, 2), (2, 0)])
+    assert m.correlation[0] == pytest.approx(1.0) and m.structure[0] == pytest.approx(1.0)
+    assert m.colour[0] == 0 and m.luma[0] == 0 and m.luma_mean[0] == 0 and not m.one_grey[0]
+    # Symmetric in the two pictures.
+    for field in PairMetrics._fields:
+        assert getattr(m, field)[1] == pytest.approx(getattr(m, field)[2], abs=1e-6)
+    # A uniform gain is undone by the luma check's best gain, not by the plain mean difference.
+    assert m.luma[1] < m.luma_mean[1]
+
+
+def test_settings_validation_of_new_checks() -> None:
+    with pytest.raises(ValueError, match="both"):
+        ImageHashSettings(min_structure=None)
+    with pytest.raises(ValueError):
+        ImageHashSettings(min_structure_far=1.5)
+    with pytest.raises(ValueError):
+        ImageHashSettings(max_grey_luma_difference=-1.0)
+    off = ImageHashSettings(
+        min_correlation=None, min_correlation_far=None, min_structure=None, min_structure_far=None
+    )
+    assert np.all(np.isneginf(off.required_correlation(np.array([0, 40, 80]))))
+    assert off.fingerprint() == ImageHashSettings().fingerprint()
+    s = ImageHashSettings(max_distance=80, min_structure=0.75, min_structure_far=0.95)
+    assert s.required_structure(np.array([0, 40, 80, 200])).tolist() == pytest.approx(
+        [0.75, 0.85, 0.95, 0.95]
+    )

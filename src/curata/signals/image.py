@@ -12,11 +12,15 @@ not move it):
 * bytes 1056-1183: the 8x8 Cb then 8x8 Cr thumbnails of the crop (128 = no colour).
 
 Near duplicates are found in two steps: candidate pairs whose hashes are within
-``ImageHashSettings.max_distance`` bits (exact search, ``curata.index``), then a check of
-the thumbnails: their correlation must be high enough for the hash distance, and two
-coloured pictures must have similar colours (a grey picture may be a greyscale copy).
-The correlation ignores brightness and contrast, so brightened, darkened and greyscale
-copies match; the colour check separates the many colour variants of one drawing.
+``ImageHashSettings.max_distance`` bits (exact search, ``curata.index``), then checks of
+the stored thumbnails (``PairMetrics``, thresholds in ``ImageHashSettings``): the grey
+thumbnails must correlate and be structurally similar (SSIM over 4x4 windows) enough for
+the hash distance; two coloured pictures must agree in colour in every chroma cell; the
+grey thumbnails' block means must agree up to a brightness gain; and when exactly one
+picture is grey -- it may be a greyscale copy of the other, so colour cannot be compared --
+their luminance must agree closely, since greyscale conversion keeps it.  Together these
+separate the many colour variants and look-alikes of one drawing (clip-art collections are
+full of them) from resized, re-encoded, cropped, brightened and greyscale copies.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +49,7 @@ __all__ = [
     "HASH_BITS",
     "ImageDecodeError",
     "ImageHashSettings",
+    "PairMetrics",
     "cross_near_duplicate_pairs",
     "decode_image",
     "image_signals",
@@ -95,54 +100,102 @@ class ImageHashSettings:
     """How near-duplicate candidates are found and verified.
 
     Candidates are pairs whose 256-bit perceptual hashes differ in at most
-    ``max_distance`` bits.  A candidate at distance ``d`` is kept when the Pearson
-    correlation of the two 32x32 greyscale thumbnails is at least
-    ``min_correlation + (min_correlation_far - min_correlation) * d / max_distance``
-    (close hashes need less pictorial evidence than distant ones) and, when both
-    pictures have colour, the mean absolute difference of their 8x8 chroma (Cb, Cr)
-    thumbnails is at most ``max_colour_difference`` levels (``None`` turns the colour
-    check off; a grey picture passes it, since it may be a greyscale copy), and the mean
-    absolute difference of the raw 32x32 grey thumbnails is at most
-    ``max_luma_difference`` levels (``None``: off) -- this is what tells a greyscale copy
-    of a blue drawing from the yellow variant of the same drawing, which the colour check
-    cannot (brightness +-10% copies move it by up to ~30 levels).
+    ``max_distance`` bits.  A candidate at hash distance ``d`` is then checked on the
+    stored thumbnails (see ``PairMetrics``); each threshold that is ``None`` turns its
+    check off.  The two structural checks rise linearly with ``d`` from their first
+    value (at ``d = 0``) to their ``_far`` value (at ``d = max_distance``): close hashes
+    need less pictorial evidence than distant ones.
+
+    * ``min_correlation`` .. ``min_correlation_far``: the Pearson correlation of the two
+      32x32 grey thumbnails (blind to brightness and contrast, so brightened, darkened
+      and greyscale copies keep it);
+    * ``min_structure`` .. ``min_structure_far``: their structural similarity (SSIM,
+      averaged over 4x4-pixel windows), which compares every part of the picture, so
+      look-alike drawings that share a global layout but differ in details fail it;
+    * ``max_colour_difference``: when both pictures have colour, the largest difference
+      of their 8x8 chroma thumbnails in any cell (``|dCb| + |dCr|``, grey levels): colour
+      variants of one drawing differ strongly somewhere even when most of it is alike;
+    * ``max_luma_difference``: the largest difference of 8x8 block means of the grey
+      thumbnails, after the brightness gain (1 to 1.25 on either side) that fits best --
+      a brightness change scales luminance, a repainted region does not follow the gain;
+    * ``max_grey_luma_difference``: when exactly one picture is grey (it may be a
+      greyscale copy of the other; colour cannot be compared), the mean absolute
+      difference of the grey thumbnails.  Greyscale conversion keeps luminance, so it is
+      held tight: this is what tells a greyscale copy of a blue drawing from its yellow
+      or green variants (only a variant of the very same luminance stays ambiguous, as
+      it must).  A greyscale copy that was also brightened is not matched.
+
     ``threads`` is the decoding pool size (0 = one per core).
 
-    The defaults were tuned on benchmarks/bench_image_dups.py (openclipart-png with
-    resized, JPEG, cropped, brightened and greyscale copies; 4,000 originals): the
-    hash alone (any radius) could not reach precision 0.99 because openclipart holds
-    many colour variants and look-alike drawings; the correlation and colour checks
-    remove most of them.
+    The defaults were tuned on benchmarks/bench_image_dups.py (all 8,105 openclipart
+    PNGs with resized, JPEG, cropped, brightened and greyscale copies of 800 of them,
+    seed 7: the highest recall at precision >= 0.995) and checked on another seed: the
+    hash alone (any radius) cannot reach precision 0.99 because openclipart holds many
+    colour variants and look-alike drawings; these checks remove most of them, and the
+    strict SSIM check lets the hash radius grow to 96 bits, which JPEG copies of
+    line drawings need.
     """
 
-    max_distance: int = 80
-    min_correlation: float = 0.90
-    min_correlation_far: float = 0.98
-    max_colour_difference: float | None = 8.0
+    max_distance: int = 96
+    min_correlation: float | None = 0.90
+    min_correlation_far: float | None = 0.98
+    min_structure: float | None = 0.85
+    min_structure_far: float | None = 0.97
+    max_colour_difference: float | None = 40.0
     max_luma_difference: float | None = 32.0
+    max_grey_luma_difference: float | None = 4.0
     threads: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_distance <= HASH_BITS:
             raise ConfigError(f"max_distance must be in 0..{HASH_BITS}, got {self.max_distance}")
-        for name in ("min_correlation", "min_correlation_far"):
-            value = getattr(self, name)
-            if not -1.0 <= value <= 1.0:
-                raise ConfigError(f"{name} must be in -1..1, got {value}")
-        for name in ("max_colour_difference", "max_luma_difference"):
+        for lo_name, hi_name in (
+            ("min_correlation", "min_correlation_far"),
+            ("min_structure", "min_structure_far"),
+        ):
+            lo, hi = getattr(self, lo_name), getattr(self, hi_name)
+            if (lo is None) != (hi is None):
+                raise ConfigError(f"{lo_name} and {hi_name} must both be set or both be None")
+            for name, value in ((lo_name, lo), (hi_name, hi)):
+                if value is not None and not -1.0 <= value <= 1.0:
+                    raise ConfigError(f"{name} must be in -1..1 or None, got {value}")
+        for name in ("max_colour_difference", "max_luma_difference", "max_grey_luma_difference"):
             c = getattr(self, name)
             if c is not None and not c >= 0:
                 raise ConfigError(f"{name} must be >= 0 or None, got {c}")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 = one per core), got {self.threads}")
 
-    def required_correlation(self, distance: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-        """Return the thumbnail correlation a candidate at each hash ``distance`` needs."""
-        frac = distance.astype(np.float64) / max(self.max_distance, 1)
-        out: npt.NDArray[np.float64] = self.min_correlation + (
-            self.min_correlation_far - self.min_correlation
-        ) * np.minimum(frac, 1.0)
+    def _ramp(
+        self, lo: float | None, hi: float | None, distance: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float64]:
+        """Return the threshold rising from ``lo`` (distance 0) to ``hi`` (max_distance); -inf when off."""
+        if lo is None or hi is None:
+            return np.full(len(distance), -np.inf)
+        frac = np.minimum(distance.astype(np.float64) / max(self.max_distance, 1), 1.0)
+        out: npt.NDArray[np.float64] = lo + (hi - lo) * frac
         return out
+
+    def required_correlation(self, distance: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        """Return the thumbnail correlation a candidate at each hash ``distance`` needs (-inf: check off)."""
+        return self._ramp(self.min_correlation, self.min_correlation_far, distance)
+
+    def required_structure(self, distance: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        """Return the thumbnail SSIM a candidate at each hash ``distance`` needs (-inf: check off)."""
+        return self._ramp(self.min_structure, self.min_structure_far, distance)
+
+    def accepts(self, metrics: PairMetrics, distance: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """Return which candidate pairs (their ``metrics`` and hash ``distance``) are near duplicates."""
+        keep: npt.NDArray[np.bool_] = distance <= self.max_distance
+        keep &= metrics.correlation >= self.required_correlation(distance)
+        keep &= metrics.structure >= self.required_structure(distance)
+        if self.max_colour_difference is not None:
+            keep &= metrics.colour <= self.max_colour_difference
+        if self.max_luma_difference is not None:
+            keep &= metrics.luma <= self.max_luma_difference
+        if self.max_grey_luma_difference is not None:
+            keep &= ~metrics.one_grey | (metrics.luma_mean <= self.max_grey_luma_difference)
+        return keep
 
     def fingerprint(self) -> str:
         """Return a short stable string naming the codes; thresholds are excluded.
@@ -447,46 +500,126 @@ def _as_code_matrix(codes: Any) -> npt.NDArray[np.uint8]:
     return np.ascontiguousarray(arr)
 
 
+class PairMetrics(NamedTuple):
+    """What ``ImageHashSettings.accepts`` judges a candidate pair by; one value per pair.
+
+    All come from the stored codes (grey thumbnails ``g``, chroma thumbnails ``c``):
+
+    * ``correlation``: Pearson correlation of the two 32x32 ``g`` (1 for two flat
+      thumbnails, 0 for a flat and a non-flat one);
+    * ``structure``: SSIM of the two ``g``, averaged over 64 windows of 4x4 pixels;
+    * ``colour``: the largest ``|dCb| + |dCr|`` over the 8x8 ``c`` cells, or 0 when either
+      picture is grey (a greyscale copy cannot be told apart by colour);
+    * ``luma``: the largest difference of the 8x8 block means of ``g`` after the best
+      brightness gain (1 to ``_MAX_GAIN``, on either side, clipped at white);
+    * ``luma_mean``: the mean absolute difference of the two ``g``;
+    * ``one_grey``: exactly one of the two pictures is grey (every chroma cell within
+      ``_GREY_CHROMA`` levels of neutral).
+    """
+
+    correlation: npt.NDArray[np.float64]
+    structure: npt.NDArray[np.float64]
+    colour: npt.NDArray[np.float64]
+    luma: npt.NDArray[np.float64]
+    luma_mean: npt.NDArray[np.float64]
+    one_grey: npt.NDArray[np.bool_]
+
+
+def _window_matrix() -> npt.NDArray[np.float32]:
+    """Return the (1024, 64) 0/1 matrix that sums a row-major 32x32 thumbnail over its 4x4-pixel windows."""
+    pool = np.kron(np.eye(_THUMB // _WINDOW), np.ones((_WINDOW, 1)))
+    return np.kron(pool, pool).astype(np.float32)
+
+
 def _pair_metrics(
     a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], pairs: npt.NDArray[np.int64]
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Return (thumbnail correlation, chroma difference, luma difference) of each pair (a[i], b[j]).
+) -> PairMetrics:
+    """Return the ``PairMetrics`` of each pair (a[i], b[j]) of code rows.
 
-    The correlation of two flat thumbnails is 1 and of a flat and a non-flat one 0.  The
-    chroma difference is 0 when either picture is (nearly) grey: a greyscale copy of a
-    colour picture cannot be told apart by colour.
+    Window sums are matrix products with a 0/1 matrix; every value they add is an integer
+    below 2**24, so float32 holds them exactly, and the whole-thumbnail sums are taken in
+    float64.
     """
+    n = len(pairs)
+    out = PairMetrics(
+        correlation=np.empty(n, dtype=np.float64),
+        structure=np.empty(n, dtype=np.float64),
+        colour=np.empty(n, dtype=np.float64),
+        luma=np.empty(n, dtype=np.float64),
+        luma_mean=np.empty(n, dtype=np.float64),
+        one_grey=np.empty(n, dtype=bool),
+    )
     t0, t1 = _HASH_BYTES, _HASH_BYTES + _THUMB * _THUMB
-    corr = np.empty(len(pairs), dtype=np.float64)
-    cdiff = np.empty(len(pairs), dtype=np.float64)
-    ldiff = np.empty(len(pairs), dtype=np.float64)
-    for start in range(0, len(pairs), _PAIR_BLOCK):
+    pixels = float(_THUMB * _THUMB)
+    area = float(_WINDOW * _WINDOW)
+    for start in range(0, n, _PAIR_BLOCK):
         p = pairs[start : start + _PAIR_BLOCK]
-        ta = a[p[:, 0], t0:t1].astype(np.float32)
-        tb = b[p[:, 1], t0:t1].astype(np.float32)
-        ldiff[start : start + len(p)] = np.abs(ta - tb).mean(axis=1)
-        ta -= ta.mean(axis=1, keepdims=True)
-        tb -= tb.mean(axis=1, keepdims=True)
-        na = np.sqrt((ta * ta).sum(axis=1))
-        nb = np.sqrt((tb * tb).sum(axis=1))
-        dot = (ta * tb).sum(axis=1)
+        done = slice(start, start + len(p))
+        # Per-picture window sums once per block (pairs repeat pictures), then per pair
+        # only the difference: sum(a*b) = (sum(a*a) + sum(b*b) - sum((a-b)**2)) / 2.
+        rows_a, inv_a = np.unique(p[:, 0], return_inverse=True)
+        rows_b, inv_b = np.unique(p[:, 1], return_inverse=True)
+        ua = a[rows_a, t0:t1].astype(np.float32)
+        ub = b[rows_b, t0:t1].astype(np.float32)
+        sa, saa = (ua @ _WINDOWS)[inv_a], ((ua * ua) @ _WINDOWS)[inv_a]
+        sb, sbb = (ub @ _WINDOWS)[inv_b], ((ub * ub) @ _WINDOWS)[inv_b]
+        diff = ua[inv_a]
+        diff -= ub[inv_b]
+        out.luma_mean[done] = np.abs(diff).mean(axis=1)
+        diff *= diff
+        sab = (saa + sbb - diff @ _WINDOWS) * 0.5
+        del ua, ub, diff
+
+        # SSIM over the windows.
+        ma, mb = sa / area, sb / area
+        va = saa / area - ma * ma
+        vb = sbb / area - mb * mb
+        cov = sab / area - ma * mb
+        ssim = ((2 * ma * mb + _C1) * (2 * cov + _C2)) / ((ma * ma + mb * mb + _C1) * (va + vb + _C2))
+        out.structure[done] = ssim.mean(axis=1)
+
+        # Block means after the best brightness gain on either side.
+        luma = np.full(len(p), np.inf, dtype=np.float32)
+        for gain in _GAINS:
+            luma = np.minimum(luma, np.abs(ma - np.minimum(mb * gain, 255.0)).max(axis=1))
+            luma = np.minimum(luma, np.abs(mb - np.minimum(ma * gain, 255.0)).max(axis=1))
+        out.luma[done] = luma
+
+        # Pearson correlation of the whole thumbnails, from the same sums.
+        xa, xb = sa.sum(axis=1, dtype=np.float64), sb.sum(axis=1, dtype=np.float64)
+        vxa = np.maximum(saa.sum(axis=1, dtype=np.float64) - xa * xa / pixels, 0.0)
+        vxb = np.maximum(sbb.sum(axis=1, dtype=np.float64) - xb * xb / pixels, 0.0)
+        cxy = sab.sum(axis=1, dtype=np.float64) - xa * xb / pixels
+        na, nb = np.sqrt(vxa), np.sqrt(vxb)
         flat_a, flat_b = na < _FLAT, nb < _FLAT
-        c = dot / np.maximum(na * nb, 1e-9)
-        c = np.where(flat_a | flat_b, (flat_a & flat_b).astype(np.float32), c)
-        corr[start : start + len(p)] = c
+        c = cxy / np.maximum(na * nb, 1e-9)
+        out.correlation[done] = np.where(flat_a | flat_b, (flat_a & flat_b).astype(np.float64), c)
+
         ca = a[p[:, 0], t1:].astype(np.float32) - 128.0
         cb = b[p[:, 1], t1:].astype(np.float32) - 128.0
-        grey = np.minimum(np.abs(ca).mean(axis=1), np.abs(cb).mean(axis=1)) < _GREY_CHROMA
-        cdiff[start : start + len(p)] = np.where(grey, 0.0, np.abs(ca - cb).mean(axis=1))
-    return corr, cdiff, ldiff
+        grey_a = np.abs(ca).max(axis=1) <= _GREY_CHROMA
+        grey_b = np.abs(cb).max(axis=1) <= _GREY_CHROMA
+        cells = np.abs(ca - cb)
+        per_cell = cells[:, : _CHROMA * _CHROMA] + cells[:, _CHROMA * _CHROMA :]
+        out.colour[done] = np.where(grey_a | grey_b, 0.0, per_cell.max(axis=1))
+        out.one_grey[done] = grey_a != grey_b
+    return out
 
 
 # Pairs verified per block (bounds the temporary thumbnail copies).
-_PAIR_BLOCK = 65536
+_PAIR_BLOCK = 8192
 # Thumbnail norm (grey levels, over 1024 pixels) below which a thumbnail counts as flat.
 _FLAT = 32.0
-# Mean |chroma| (grey levels) below which a picture counts as grey.
-_GREY_CHROMA = 1.5
+# A picture whose chroma cells all lie within this many levels of neutral (128) counts as grey.
+_GREY_CHROMA = 2.0
+# Side of the SSIM windows (and luma blocks) on the grey thumbnail, and SSIM's constants for 8 bits.
+_WINDOW = 4
+_C1 = (0.01 * 255) ** 2
+_C2 = (0.03 * 255) ** 2
+# Brightness gains the luma check tries on either side: a +-20% change is well inside.
+_MAX_GAIN = 1.25
+_GAINS = np.linspace(1.0, _MAX_GAIN, 17, dtype=np.float32)
+_WINDOWS = _window_matrix()
 
 
 def _verify(
@@ -499,12 +632,7 @@ def _verify(
     """Keep candidate pairs that pass the thumbnail checks; return them with their similarity."""
     if len(pairs) == 0:
         return pairs.reshape(0, 2), np.zeros(0, dtype=np.float64)
-    corr, cdiff, ldiff = _pair_metrics(a, b, pairs)
-    keep = corr >= settings.required_correlation(dist)
-    if settings.max_colour_difference is not None:
-        keep &= cdiff <= settings.max_colour_difference
-    if settings.max_luma_difference is not None:
-        keep &= ldiff <= settings.max_luma_difference
+    keep = settings.accepts(_pair_metrics(a, b, pairs), dist)
     similarity = 1.0 - dist[keep].astype(np.float64) / HASH_BITS
     return pairs[keep], similarity
 
