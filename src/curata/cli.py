@@ -180,6 +180,72 @@ def demo(
 
 
 @app.command()
+def embed(
+    data: Annotated[
+        Path, typer.Argument(help="Parquet/CSV/JSONL file or folder, image folder, or HF folder.")
+    ],
+    train_ssl: Annotated[
+        bool,
+        typer.Option("--train-ssl", help="Train the self-supervised image encoder on DATA (or reuse it)."),
+    ] = False,
+    encoder: Annotated[
+        str,
+        typer.Option(
+            help="Encoder: auto, minilm, tfidf-svd, efficientnet-lite0, ssl, pixels or tabular "
+            "(--train-ssl implies ssl)."
+        ),
+    ] = "auto",
+    workspace: Annotated[
+        Path, typer.Option(help="Folder for the trained encoders and the embedding cache.")
+    ] = Path(".curata"),
+    epochs: Annotated[int | None, typer.Option(help="SSL training epochs (default 30).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the fit sample and of SSL training.")] = 0,
+    id_column: Annotated[str | None, typer.Option(help="Column holding record ids.")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Column holding text.")] = None,
+    image_column: Annotated[str | None, typer.Option(help="Column holding image paths or bytes.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Compute (and cache) DATA's embeddings; with --train-ssl, first train the self-supervised
+    image encoder on DATA and store it in the workspace, where later runs (and audit's auto
+    encoder) find it."""
+    import time
+
+    from curata.engine import get_engine
+    from curata.io import read_dataset
+    from curata.progress import set_progress
+    from curata.signals.cache import SignalCache
+    from curata.signals.embed import EmbedSettings, compute_embeddings
+    from curata.signals.embed.ssl import SslEncoder
+
+    set_progress(not quiet)
+    if train_ssl and encoder not in ("auto", SslEncoder.name):
+        _fail(f"--train-ssl trains the ssl encoder; it cannot be combined with --encoder {encoder}")
+    if epochs is not None and not (train_ssl or encoder == SslEncoder.name):
+        _fail("--epochs only applies to the ssl encoder (--train-ssl)")
+    started = time.perf_counter()
+    try:
+        dataset = read_dataset(data, id_column=id_column, text_column=text_column, image_column=image_column)
+        settings = EmbedSettings(encoder=SslEncoder.name if train_ssl else encoder, seed=seed)
+        chosen = None
+        if train_ssl or encoder == SslEncoder.name:
+            chosen = SslEncoder(seed=seed) if epochs is None else SslEncoder(epochs=epochs, seed=seed)
+        state_dir = workspace / "encoders"
+        result = compute_embeddings(
+            dataset, settings, get_engine("local", workers), SignalCache(workspace), state_dir, chosen
+        )
+    except CurataError as exc:
+        _fail(str(exc))
+    seconds = time.perf_counter() - started
+    rows, dim = result.vectors.shape
+    out.print(
+        f"embeddings {result.source}: {rows:,} rows x {dim} dims ({int(result.ok.sum()):,} encoded, "
+        f"{result.cached:,} from cache) in {seconds:.1f}s; stored in {workspace.resolve()}",
+        soft_wrap=True,
+    )
+
+
+@app.command()
 def version() -> None:
     """Print the curata version."""
     out.print(__version__)

