@@ -23,10 +23,11 @@ def progress_enabled() -> bool:
 
 
 @contextmanager
-def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """Yield an ``advance(n)`` callable that moves a rich progress bar on stderr."""
+def progress_bar(description: str, total: int | None) -> Iterator[Callable[..., None]]:
+    """Yield ``advance(n, note=None)``: moves a rich progress bar on stderr by ``n`` and, with a
+    ``note``, prints that line above the bar (e.g. a training loss)."""
     if not description or not progress_enabled():
-        yield lambda n: None
+        yield lambda n, note=None: None
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -40,4 +41,10 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int]
         transient=True,
     ) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task, n)
+
+        def advance(n: int, note: str | None = None) -> None:
+            if note is not None:
+                progress.console.print(note)
+            progress.advance(task, n)
+
+        yield advance

@@ -312,26 +312,34 @@ def pixel_hash(img: Image.Image) -> str:
     return h.hexdigest()
 
 
-def _working_copy(img: Image.Image) -> Image.Image:
-    """Return ``img`` composited on white as RGB (or L when it has no colour), longest side < 2*_WORK_SIDE.
+def on_white(img: Image.Image) -> Image.Image:
+    """Return ``img`` composited on a white page: RGB, or L when it has no colour.
 
-    Reducing by an integer factor early (a box filter, like the final resample) keeps
-    every later step cheap and changes the codes very little.
+    Transparent pixels become white (what a JPEG export of clip art does); palette and other modes
+    become RGB, 1-bit and high-depth greys become L (``convert`` clips high-depth values to 255).
     """
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        out = img.convert("L")
-    elif _has_alpha(img):
+        return img.convert("L")
+    if _has_alpha(img):
         rgba = img if img.mode in ("RGBA", "LA") else img.convert("RGBA")
         grey = rgba.mode == "LA"
         canvas = Image.new("L" if grey else "RGB", rgba.size, 255 if grey else (255, 255, 255))
         canvas.paste(rgba.convert(canvas.mode), (0, 0), rgba.getchannel("A"))
-        out = canvas
-    elif img.mode in ("L", "RGB"):
-        out = img
-    elif img.mode == "1":
-        out = img.convert("L")
-    else:
-        out = img.convert("RGB")
+        return canvas
+    if img.mode in ("L", "RGB"):
+        return img
+    if img.mode == "1":
+        return img.convert("L")
+    return img.convert("RGB")
+
+
+def _working_copy(img: Image.Image) -> Image.Image:
+    """Return ``img`` on white (see ``on_white``), longest side < 2*_WORK_SIDE.
+
+    Reducing by an integer factor early (a box filter, like the final resample) keeps
+    every later step cheap and changes the codes very little.
+    """
+    out = on_white(img)
     factor = max(out.size) // _WORK_SIDE
     if factor >= 2:
         out = out.reduce(factor)

@@ -53,7 +53,7 @@ import xxhash
 from PIL import Image
 
 from curata.errors import ConfigError
-from curata.signals.image import ImageDecodeError, decode_image
+from curata.signals.image import ImageDecodeError, decode_image, on_white
 
 __all__ = [
     "ALGORITHM_VERSION",
@@ -532,17 +532,8 @@ def _pixels(img: Image.Image, side: int) -> tuple[F64, F64]:
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if img.mode.startswith("I;16") else max(255.0, float(arr.max(initial=0.0)))
         work = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
-    elif img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
-        canvas.paste(rgba.convert("RGB"), (0, 0), rgba.getchannel("A"))
-        work = canvas
-    elif img.mode in ("L", "RGB"):
-        work = img
-    elif img.mode == "1":
-        work = img.convert("L")
     else:
-        work = img.convert("RGB")
+        work = on_white(img)
     longest = max(work.size)
     if longest > side:
         scale = side / longest

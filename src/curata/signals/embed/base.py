@@ -56,9 +56,7 @@ class Encoder(ABC):
 
 def decode_rgb(data: Any) -> Any:
     """Decode image bytes to an RGB PIL image, transparency composited on white; None if unreadable."""
-    from PIL import Image
-
-    from curata.signals.image import ImageDecodeError, decode_image
+    from curata.signals.image import ImageDecodeError, decode_image, on_white
 
     if not data:
         return None
@@ -66,10 +64,7 @@ def decode_rgb(data: Any) -> Any:
         img = decode_image(bytes(data))
     except ImageDecodeError:
         return None
-    rgba = img.convert("RGBA")
-    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    canvas.alpha_composite(rgba)
-    return canvas.convert("RGB")
+    return on_white(img).convert("RGB")
 
 
 def import_torch(package: str, extra: str) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from curata.errors import ConfigError
-from curata.signals.embed.base import Encoder, unit_rows
+from curata.signals.embed.base import Encoder, decode_rgb, unit_rows
 
 
 @dataclass
@@ -36,22 +36,14 @@ class PixelEncoder(Encoder):
         """Decode and shrink every image; undecodable ones get a zero row and ok=False."""
         from PIL import Image
 
-        from curata.signals.image import ImageDecodeError, decode_image
-
         dim = 3 * self.side * self.side
         out = np.zeros((len(batch), dim), dtype=np.float32)
         ok = np.zeros(len(batch), dtype=bool)
         for i, data in enumerate(batch):
-            if not data:
+            img = decode_rgb(data)
+            if img is None:
                 continue
-            try:
-                img = decode_image(bytes(data))
-            except ImageDecodeError:
-                continue
-            rgba = img.convert("RGBA")
-            canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            canvas.alpha_composite(rgba)
-            small = canvas.convert("RGB").resize((self.side, self.side), Image.Resampling.BOX)
+            small = img.resize((self.side, self.side), Image.Resampling.BOX)
             vec = np.asarray(small, dtype=np.float32).reshape(-1) / 255.0
             out[i] = vec - vec.mean()
             ok[i] = True

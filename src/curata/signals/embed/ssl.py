@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from curata.errors import ConfigError, InputError
+from curata.progress import progress_bar
 from curata.signals.embed.base import Encoder, decode_rgb, import_torch, torch_device, unit_rows
 
 #: Version of the architecture, augmentations and training loop (part of every key).
@@ -394,34 +395,6 @@ def _deterministic(torch: Any) -> Iterator[None]:
         torch.use_deterministic_algorithms(before)
 
 
-@contextmanager
-def _epoch_progress(epochs: int) -> Iterator[Callable[[int, float], None]]:
-    """Report each epoch's loss on a rich progress bar (stderr), when progress bars are on."""
-    from curata.progress import progress_enabled
-
-    if not progress_enabled():
-        yield lambda epoch, loss: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as progress:
-        task = progress.add_task("training ssl encoder", total=epochs)
-
-        def report(epoch: int, loss: float) -> None:
-            progress.console.print(f"ssl epoch {epoch}/{epochs}: loss {loss:.4f}")
-            progress.update(task, advance=1, description=f"training ssl encoder (loss {loss:.3f})")
-
-        yield report
-
-
 def _train(torch: Any, images: np.ndarray, enc: SslEncoder) -> tuple[dict[str, Any], Any, Any, list[float]]:
     """SimCLR training; returns (CPU state dict, channel mean, channel std, loss per epoch)."""
     device = torch_device(torch) if enc.device == "auto" else enc.device
@@ -450,7 +423,7 @@ def _train(torch: Any, images: np.ndarray, enc: SslEncoder) -> tuple[dict[str, A
             ),
         )
         net.train()
-        with _epoch_progress(enc.epochs) as report:
+        with progress_bar("training ssl encoder", enc.epochs) as advance:
             for epoch in range(1, enc.epochs + 1):
                 order = torch.randperm(n, generator=gen)
                 running = 0.0
@@ -465,6 +438,6 @@ def _train(torch: Any, images: np.ndarray, enc: SslEncoder) -> tuple[dict[str, A
                     sched.step()
                     running += float(loss.detach())
                 losses.append(round(running / steps, 5))
-                report(epoch, losses[-1])
+                advance(1, f"ssl epoch {epoch}/{enc.epochs}: loss {losses[-1]:.4f}")
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     return state, mean, std, losses
