@@ -244,3 +244,31 @@ def test_label_issues_from_curata_probabilities_and_from_a_file(tmp_path: Path) 
     assert found == planted
     assert second.report["checks"]["near_duplicate"]["status"] == "skipped"
     assert second.report["checks"]["outlier"]["status"] == "skipped"
+
+
+def test_signal_content_hashes_spare_a_second_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fit sample is chosen from the signals' content hashes, without reading the texts again."""
+    from curata.signals import pipeline
+    from curata.signals.pipeline import SignalSettings, compute_signals
+
+    rng = random.Random(15)
+    data = write_parquet(tmp_path / "d.parquet", [{"text": random_text(rng, 30)} for _ in range(50)])
+    ds = read_dataset(data)
+    engine = get_engine("local", 1)
+    signals = compute_signals(ds, engine, SignalSettings(), SignalCache(tmp_path / "ws"))
+    assert signals.content_hashes is not None and len(signals.content_hashes) == 50
+    settings = EmbedSettings(encoder="tfidf-svd", fit_sample=20)
+    plain = compute_embeddings(ds, settings, engine, None, tmp_path / "a")
+    calls = {"n": 0}
+    original = pipeline.content_items
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "content_items", counting)
+    reused = compute_embeddings(
+        ds, settings, engine, None, tmp_path / "b", content_hashes=signals.content_hashes
+    )
+    assert calls["n"] == 1  # only the encoding pass reads the content
+    assert plain.source == reused.source and np.allclose(plain.vectors, reused.vectors)

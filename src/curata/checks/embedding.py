@@ -91,8 +91,14 @@ def shared_embeddings(context: Context) -> Embeddings:
         embed: EmbedSettings = context.settings.get("embed") or EmbedSettings()
         engine = context.settings.get("engine") or get_engine("local", 1)
         workspace = Path(context.settings.get("workspace") or ".curata")
+        signals = context.signals.get("data")
         return compute_embeddings(
-            context.dataset, embed, engine, context.settings.get("cache"), workspace / "encoders"
+            context.dataset,
+            embed,
+            engine,
+            context.settings.get("cache"),
+            workspace / "encoders",
+            content_hashes=getattr(signals, "content_hashes", None),
         )
 
     emb: Embeddings = context.shared("embeddings", compute)

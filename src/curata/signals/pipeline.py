@@ -40,12 +40,17 @@ class SignalSettings:
 
 @dataclass(frozen=True)
 class Signals:
-    """Per-record signals aligned with the dataset rows, with cache statistics."""
+    """Per-record signals aligned with the dataset rows, with cache statistics.
+
+    ``content_hashes`` (``S16``, one per row) are the cache keys computed on the way, kept so later
+    steps (e.g. choosing an encoder's fit sample) need not read the content again.
+    """
 
     table: pa.Table
     modality: str
     computed: int
     cached: int
+    content_hashes: np.ndarray | None = None
 
     def column(self, name: str) -> pa.ChunkedArray:
         """Return one signal column."""
@@ -220,10 +225,13 @@ def map_records(
     miss_rows: deque[np.ndarray] = deque()
     miss_hashes: deque[np.ndarray] = deque()
 
+    all_hashes: list[np.ndarray] = []
+
     def misses() -> Iterator[list[Any]]:
         offset = 0
         for batch in items:
             batch_hashes = hash_array([content_hash(encode(v)) for v in batch])
+            all_hashes.append(batch_hashes)
             rows = np.arange(offset, offset + len(batch), dtype=np.int64)
             offset += len(batch)
             found = np.zeros(len(batch), dtype=bool)
@@ -254,7 +262,9 @@ def map_records(
     n_rows = dataset.num_rows
     if computed is not None and n_computed == n_rows:
         # Nothing came from the cache: the computed rows are already in row order, no gather needed.
-        return Signals(computed.drop_columns(["content_hash"]), modality, n_computed, 0)
+        return Signals(
+            computed.drop_columns(["content_hash"]), modality, n_computed, 0, np.concatenate(all_hashes)
+        )
     # Gather every row with a single take from [computed rows, whole cache]: one copy, no sort.
     position = np.full(n_rows, -1, dtype=np.int64)
     sources: list[pa.Table] = []
@@ -275,7 +285,7 @@ def map_records(
     columns = sources[0].column_names
     combined = pa.concat_tables([t.select(columns) for t in sources])
     table = combined.take(pa.array(position))
-    return Signals(table, modality, n_computed, n_cached)
+    return Signals(table, modality, n_computed, n_cached, np.concatenate(all_hashes))
 
 
 def _encode_text(value: Any) -> bytes | None:

@@ -105,12 +105,15 @@ def make_encoder(
     seed: int = 0,
     state_dir: Path | None = None,
     fit_sample: int = 20_000,
+    content_hashes: np.ndarray | None = None,
 ) -> Encoder | None:
     """The encoder ``name`` (``auto``: chosen by the data's modality); None means tabular features.
 
     With ``state_dir`` (the workspace's encoder folder), ``auto`` on images returns the
     self-supervised encoder trained on this data's ``fit_sample`` sample there, if there is one.
     A named encoder whose optional dependencies are missing raises MissingDependencyError.
+    ``content_hashes`` (one ``S16`` per row, e.g. ``Signals.content_hashes``) spare re-reading the
+    content to find that sample.
     """
     modality = dataset.modality
     if name == "tabular" or (name == "auto" and modality == "none"):
@@ -119,7 +122,7 @@ def make_encoder(
         if modality == "text":
             name = MiniLmEncoder.name if MiniLmEncoder.available() else HashedTfidfSvd.name
         else:
-            trained = _stored_ssl(dataset, state_dir, fit_sample, seed)
+            trained = _stored_ssl(dataset, state_dir, fit_sample, seed, content_hashes)
             if trained is not None:
                 return trained
             name = (
@@ -137,12 +140,14 @@ def make_encoder(
     return cls()
 
 
-def _stored_ssl(dataset: Dataset, state_dir: Path | None, fit_sample: int, seed: int) -> SslEncoder | None:
+def _stored_ssl(
+    dataset: Dataset, state_dir: Path | None, fit_sample: int, seed: int, content_hashes: np.ndarray | None
+) -> SslEncoder | None:
     """The SSL encoder trained on this dataset's training sample under ``state_dir``, if any."""
     if state_dir is None or not SslEncoder.has_checkpoints(state_dir) or not SslEncoder.available():
         return None
     size = SslEncoder(seed=seed).fit_sample_size(fit_sample)
-    rows, hashes = _fit_rows(dataset, size, seed)
+    rows, hashes = _fit_rows(dataset, size, seed, content_hashes)
     return SslEncoder.stored(_digests(hashes[rows]), state_dir)
 
 
@@ -169,10 +174,12 @@ def compute_embeddings(
     cache: SignalCache | None,
     state_dir: Path,
     encoder: Encoder | None = None,
+    content_hashes: np.ndarray | None = None,
 ) -> Embeddings:
     """Embeddings of every record: user-supplied, tabular features, or an encoder's (cached).
 
-    ``encoder`` overrides ``settings.encoder`` (e.g. an SSL encoder with non-default settings).
+    ``encoder`` overrides ``settings.encoder`` (e.g. an SSL encoder with non-default settings);
+    ``content_hashes`` (``Signals.content_hashes``) spare a pass over the content to pick the sample.
     Encoders that need fitting (``needs_fit``) are fitted first on a seeded sample of the data of
     up to ``settings.fit_sample`` records (capped by the encoder), their state kept in ``state_dir``.
     """
@@ -181,7 +188,9 @@ def compute_embeddings(
     if settings.embedding_column is not None:
         return _from_column(dataset, settings.embedding_column)
     if encoder is None:
-        encoder = make_encoder(settings.encoder, dataset, settings.seed, state_dir, settings.fit_sample)
+        encoder = make_encoder(
+            settings.encoder, dataset, settings.seed, state_dir, settings.fit_sample, content_hashes
+        )
     elif encoder.modality != dataset.modality:
         raise ConfigError(
             f"encoder '{encoder.name}' reads {encoder.modality} but {dataset.source} holds {dataset.modality}"
@@ -192,7 +201,8 @@ def compute_embeddings(
     from curata.signals.pipeline import map_records
 
     if encoder.needs_fit and not encoder.is_fitted():
-        sample = _fit_sample(dataset, encoder.fit_sample_size(settings.fit_sample), settings.seed)
+        size = encoder.fit_sample_size(settings.fit_sample)
+        sample = _fit_sample(dataset, size, settings.seed, content_hashes)
         encoder = encoder.fit(sample, state_dir)
     batch_size = settings.text_batch_size if dataset.modality == "text" else settings.image_batch_size
     signals = map_records(
@@ -212,7 +222,9 @@ def compute_embeddings(
     return Embeddings(vectors, ok, encoder.fingerprint(), signals.computed, signals.cached)
 
 
-def _fit_rows(dataset: Dataset, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _fit_rows(
+    dataset: Dataset, size: int, seed: int = 0, content_hashes: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows of a seeded sample of up to ``size`` records, and every record's content hash.
 
     The sample is the records with the smallest content hashes (seed 0) or the smallest
@@ -222,14 +234,20 @@ def _fit_rows(dataset: Dataset, size: int, seed: int = 0) -> tuple[np.ndarray, n
 
     from curata.signals.pipeline import content_hash, content_items, hash_array
 
-    text = dataset.modality == "text"
-    parts = [
-        hash_array(
-            [content_hash(v.encode("utf-8", "surrogatepass") if text and v is not None else v) for v in batch]
-        )
-        for batch in content_items(dataset, 65_536 if text else 256)
-    ]
-    hashes = np.concatenate(parts) if parts else np.empty(0, "S16")
+    if content_hashes is not None and len(content_hashes) == dataset.num_rows:
+        hashes = content_hashes
+    else:
+        text = dataset.modality == "text"
+        parts = [
+            hash_array(
+                [
+                    content_hash(v.encode("utf-8", "surrogatepass") if text and v is not None else v)
+                    for v in batch
+                ]
+            )
+            for batch in content_items(dataset, 65_536 if text else 256)
+        ]
+        hashes = np.concatenate(parts) if parts else np.empty(0, "S16")
     if len(hashes) <= size:
         return np.arange(len(hashes)), hashes
     keys = hashes
@@ -238,11 +256,13 @@ def _fit_rows(dataset: Dataset, size: int, seed: int = 0) -> tuple[np.ndarray, n
     return np.sort(np.argsort(keys, kind="stable")[:size]), hashes
 
 
-def _fit_sample(dataset: Dataset, size: int, seed: int = 0) -> list[Any]:
+def _fit_sample(
+    dataset: Dataset, size: int, seed: int = 0, content_hashes: np.ndarray | None = None
+) -> list[Any]:
     """The content of the seeded fit sample: texts, or image bytes (None where unreadable)."""
     from curata.signals.pipeline import _image_value
 
-    rows, _ = _fit_rows(dataset, size, seed)
+    rows, _ = _fit_rows(dataset, size, seed, content_hashes)
     if dataset.modality == "text":
         texts: list[Any] = dataset.take("text", rows).to_pylist()
         return texts

@@ -25,6 +25,7 @@ class HashedTfidfSvd(Encoder):
 
     name = "tfidf-svd"
     modality = "text"
+    needs_fit = True
     dim: int = 128
     n_features: int = 1 << 18
     seed: int = 0
@@ -34,6 +35,10 @@ class HashedTfidfSvd(Encoder):
     def __post_init__(self) -> None:
         if self.dim < 2:
             raise ConfigError(f"tfidf-svd dim must be at least 2, got {self.dim}")
+
+    def is_fitted(self) -> bool:
+        """Whether the IDF weights and projection have been fitted and stored."""
+        return self.state_path is not None
 
     def _vectorizer(self) -> Any:
         from sklearn.feature_extraction.text import HashingVectorizer
