@@ -272,6 +272,13 @@ def test_zero_rows_never_match() -> None:
     assert all_zero.shape == (0, 2)
 
 
+def test_no_pair_anywhere_gives_an_empty_result() -> None:
+    """Spread-out rows where every screened block is empty (once raised on concatenating nothing)."""
+    x = np.random.default_rng(8).normal(size=(200, 24)).astype(np.float32)
+    pairs, cosines = semantic_duplicate_pairs(x, SemanticDupSettings(min_cosine=0.95))
+    assert pairs.shape == (0, 2) and cosines.shape == (0,)
+
+
 def test_tiny_inputs_and_other_dtypes() -> None:
     assert semantic_duplicate_pairs(np.zeros((0, 8), np.float32))[0].shape == (0, 2)
     assert semantic_duplicate_pairs(np.ones((1, 8), np.float32))[0].shape == (0, 2)

@@ -414,6 +414,9 @@ class _Search:
             return empty, empty.copy(), np.zeros(0, dtype=np.float64)
         left = np.concatenate([a for a, _ in flat])
         right = np.concatenate([b for _, b in flat])
+        if left.size == 0:  # every block was screened out
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty.copy(), np.zeros(0, dtype=np.float64)
         t, slack = self.model.t, self.model.slack
 
         def one(start: int) -> tuple[I64, I64, F64]:

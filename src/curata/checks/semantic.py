@@ -1,9 +1,19 @@
 """The ``semantic_duplicate`` check: records whose embeddings are nearly the same direction.
 
-Pairs at or above ``min_cosine`` (exact search, see ``curata.semantic``) are joined into clusters;
-every member but the cluster's representative (earliest split, then row) is reported against it,
-unless the exact or near duplicate checks already report the same two records. A member in a later
-split than its representative is train/test leakage, and says so.
+Pairs at or above the threshold (exact search, see ``curata.semantic``) decide which records are
+duplicates the way a deduplication would: records are visited from the earliest split and row on; a
+record with a pair partner already kept is a duplicate of the most similar such partner, anything else
+is kept. Every reported pair is thus itself at or above the threshold (no chains through third
+records), and removing the reported records leaves no pair behind. A duplicate in a later split than
+the record it repeats is train/test leakage, and says so. Pairs the exact or near duplicate checks
+already report are left to them.
+
+The threshold.  ``min_cosine`` is used as given. Left unset, it adapts to the embedding space: how
+similar two records must be to repeat each other depends on the encoder and the data (raw pixels of
+handwritten digits put most records above 0.95 from some other record; sentence embeddings of varied
+text put almost none). The automatic threshold is ``max(0.95, 1 - 0.2 * d75)`` with ``d75`` the 75th
+percentile of the records' nearest-neighbour cosine distances: a duplicate must be at least five times
+closer than three quarters of the records are to their nearest neighbour.
 """
 
 from __future__ import annotations
@@ -13,22 +23,62 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from curata.checks.base import Check, Context, FindingsBuilder, clusters_from_pairs, register
-from curata.checks.embedding import embeddings_unavailable, shared_embeddings
+from curata.checks.base import Check, Context, FindingsBuilder, register
+from curata.checks.embedding import embeddings_unavailable, shared_embeddings, shared_neighbours
 from curata.checks.groups import shared_clusters, shared_rank
 from curata.dataset import SPLIT_ORDER
 from curata.errors import ConfigError
 
+#: The automatic threshold is never below this cosine similarity.
+AUTO_FLOOR = 0.95
+#: ... and asks duplicates to be this fraction of the 75th-percentile nearest-neighbour distance.
+AUTO_FRACTION = 0.2
+
 
 @dataclass(frozen=True)
 class SemanticSettings:
-    """``min_cosine``: similarity from which two records are semantic duplicates."""
+    """``min_cosine``: similarity from which two records are semantic duplicates (None: automatic)."""
 
-    min_cosine: float = 0.95
+    min_cosine: float | None = None
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.min_cosine <= 1.0:
+        if self.min_cosine is not None and not 0.0 < self.min_cosine <= 1.0:
             raise ConfigError(f"semantic min_cosine must be in (0, 1], got {self.min_cosine}")
+
+
+def automatic_threshold(nearest_distance: np.ndarray) -> float:
+    """The default threshold for records whose nearest-neighbour cosine distances are given."""
+    finite = nearest_distance[np.isfinite(nearest_distance)]
+    if finite.size == 0:
+        return AUTO_FLOOR
+    d75 = float(np.percentile(np.clip(finite, 0.0, 2.0), 75))
+    return max(AUTO_FLOOR, 1.0 - AUTO_FRACTION * d75)
+
+
+def keep_first(pairs: np.ndarray, cosines: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """For each row, the kept row it duplicates (-1 when the row itself is kept).
+
+    Rows are visited by ``rank`` (lowest first); a row with a pair partner that is already kept is a
+    duplicate of the most similar one, any other row is kept.
+    """
+    n = len(rank)
+    dup_of = np.full(n, -1, dtype=np.int64)
+    if len(pairs) == 0:
+        return dup_of
+    # Orient every pair so that ``a`` comes first by rank; a row only looks back at earlier rows.
+    swap = rank[pairs[:, 0]] > rank[pairs[:, 1]]
+    a = np.where(swap, pairs[:, 1], pairs[:, 0])
+    b = np.where(swap, pairs[:, 0], pairs[:, 1])
+    order = np.lexsort((-cosines, rank[b]))  # by later row's rank, most similar partner first
+    a, b = a[order], b[order]
+    starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+    ends = np.r_[starts[1:], len(b)]
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        for j in range(s, e):
+            if dup_of[a[j]] < 0:  # a kept partner (partners come before the row by rank)
+                dup_of[b[s]] = a[j]
+                break
+    return dup_of
 
 
 @register
@@ -46,7 +96,7 @@ class SemanticDuplicateCheck(Check):
         return reason
 
     def run(self, context: Context) -> pa.Table:
-        """One finding per cluster member other than the representative."""
+        """One finding per duplicate, against the kept record it repeats."""
         from curata.semantic import SemanticDupSettings, semantic_duplicate_pairs
 
         settings = context.settings.get("semantic") or SemanticSettings()
@@ -55,34 +105,31 @@ class SemanticDuplicateCheck(Check):
         out = FindingsBuilder(self.name)
         if len(rows) < 2:
             return out.table()
-        pairs, _ = semantic_duplicate_pairs(
-            emb.vectors[rows], SemanticDupSettings(min_cosine=settings.min_cosine)
-        )
+        if settings.min_cosine is not None:
+            threshold, rule = float(settings.min_cosine), "given"
+        else:
+            nearest = shared_neighbours(context).distance[rows, 0].astype(np.float64)
+            threshold, rule = automatic_threshold(nearest), "automatic"
+        search = SemanticDupSettings(min_cosine=threshold)
+        pairs, cosines = semantic_duplicate_pairs(emb.vectors[rows], search)
         if len(pairs) == 0:
             return out.table()
         pairs = rows[pairs]
         n = context.dataset.num_rows
-        labels = clusters_from_pairs(n, pairs)
-        rank = shared_rank(context)
-        best = np.full(n, n, dtype=np.int64)
-        np.minimum.at(best, labels, rank)
-        order = np.argsort(rank, kind="stable")
-        rep_of = order[np.minimum(best[labels], n - 1)]
-        in_pair = np.zeros(n, dtype=bool)
-        in_pair[pairs.ravel()] = True
+        dup_of = keep_first(pairs, cosines, np.asarray(shared_rank(context)))
         duplicate_cluster = shared_clusters(context).cluster if context.dataset.modality != "none" else None
         splits = context.dataset.splits()
         ids = context.record_ids
-        sizes = np.bincount(labels[in_pair], minlength=n)
-        for row in np.flatnonzero(in_pair & (rep_of != np.arange(n))):
-            rep = int(rep_of[row])
+        repeats = np.bincount(dup_of[dup_of >= 0], minlength=n)
+        for row in np.flatnonzero(dup_of >= 0).tolist():
+            rep = int(dup_of[row])
             if (
                 duplicate_cluster is not None
                 and duplicate_cluster[row] >= 0
                 and (duplicate_cluster[row] == duplicate_cluster[rep])
             ):
                 continue  # already an exact or near duplicate of the same record
-            cosine = float(np.dot(emb.vectors[row], emb.vectors[rep]))
+            cosine = float(np.dot(emb.vectors[row].astype(np.float64), emb.vectors[rep].astype(np.float64)))
             split, rep_split = (splits[row], splits[rep]) if splits else (None, None)
             leak = (
                 split is not None
@@ -102,7 +149,9 @@ class SemanticDuplicateCheck(Check):
                 message=message,
                 evidence={
                     "cosine": round(cosine, 4),
-                    "cluster_size": int(sizes[labels[row]]),
+                    "threshold": round(threshold, 4),
+                    "threshold_rule": rule,
+                    "cluster_size": int(repeats[rep]) + 1,
                     "cross_split": bool(leak),
                     "embeddings": emb.source,
                 },
