@@ -19,7 +19,7 @@ from curata import __version__
 from curata.checks import registered_checks
 from curata.checks.base import SEVERITY_RANK, Context, concat_findings, empty_findings
 from curata.checks.contamination import ContaminationSettings
-from curata.checks.embedding import ModelCheckSettings
+from curata.checks.embedding import MIN_OOD_REFERENCE, ModelCheckSettings
 from curata.checks.semantic import SemanticSettings
 from curata.dataset import Dataset
 from curata.engine import get_engine
@@ -37,13 +37,20 @@ REPORT_FILES = ("findings.parquet", "report.json", "report.html")
 
 @dataclass(frozen=True)
 class AuditSettings:
-    """Everything that changes what an audit finds; recorded in report.json."""
+    """Everything that changes what an audit finds; recorded in report.json.
+
+    ``ood_reference``: a dataset taken as in-distribution (e.g. the training set a new batch is
+    compared with); the ``outlier`` check then also flags the records unlike it. Unlike the
+    ``references`` of ``audit()`` (benchmarks checked for contamination), it is embedded with the
+    data's encoder.
+    """
 
     signals: SignalSettings = field(default_factory=SignalSettings)
     contamination: ContaminationSettings = field(default_factory=ContaminationSettings)
     embed: EmbedSettings = field(default_factory=EmbedSettings)
     model: ModelCheckSettings = field(default_factory=ModelCheckSettings)
     pred_probs: str | None = None
+    ood_reference: str | None = None
     semantic: SemanticSettings = field(default_factory=SemanticSettings)
     fail_on: FailOn | None = None
     checks: tuple[str, ...] | None = None
@@ -58,6 +65,11 @@ class AuditSettings:
                 raise ConfigError(f"unknown check '{name}': choose from {', '.join(known)}")
         if self.fail_on not in (None, "error", "warning", "info"):
             raise ConfigError(f"--fail-on must be error or warning, got '{self.fail_on}'")
+        if self.ood_reference is not None and self.embed.embeddings_file is not None:
+            raise ConfigError(
+                "--ood-reference cannot be embedded from an --embeddings file (it holds the data's rows "
+                "only): give both datasets an --embedding-column, or let an encoder embed both"
+            )
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,37 @@ def _prepare_out(out: Path) -> None:
 def _reference_roles(overrides: dict[str, str | None]) -> dict[str, str | None]:
     """Use the data's named content columns for references too, when they have them."""
     return {k: v for k, v in overrides.items() if k in ("text_column", "image_column")}
+
+
+def _read_ood_reference(path: str | Path, dataset: Dataset, overrides: dict[str, str | None]) -> Dataset:
+    """Read the in-distribution reference with the data's id and content columns where it has them.
+
+    Falls back to the content columns alone, then to detection (as ``--reference`` does); the
+    first error is the one reported. Label and split play no part in the comparison.
+    """
+    content = _reference_roles(overrides)
+    attempts = [{**content, "id_column": overrides.get("id_column")}, content, {}]
+    first: InputError | None = None
+    for named in attempts:
+        try:
+            ref = read_dataset(path, **named)
+            break
+        except InputError as exc:
+            first = first or exc
+    else:
+        assert first is not None
+        raise first
+    if ref.modality != dataset.modality:
+        raise InputError(
+            f"--ood-reference {ref.source} holds {ref.modality} but {dataset.source} holds "
+            f"{dataset.modality}: name the content column with --text-column or --image-column"
+        )
+    if ref.num_rows < MIN_OOD_REFERENCE:
+        raise InputError(
+            f"--ood-reference {ref.source} has {ref.num_rows} records; at least {MIN_OOD_REFERENCE} "
+            "are needed to tell what is typical of it"
+        )
+    return ref
 
 
 def audit(
@@ -137,6 +180,10 @@ def audit(
                 f"reference {ref.source} holds {ref.modality} but {dataset.source} holds {dataset.modality}: "
                 "name the content column with --text-column or --image-column"
             )
+    ood_ref = None
+    if settings.ood_reference is not None:
+        step(f"reading {settings.ood_reference}")
+        ood_ref = _read_ood_reference(settings.ood_reference, dataset, roles)
     if settings.embed.encoder not in ("auto", "tabular"):
         # A named encoder that cannot read DATA is a usage error, not a failed check.
         make_encoder(settings.embed.encoder, dataset)
@@ -166,6 +213,7 @@ def audit(
             "embed": settings.embed,
             "model": settings.model,
             "pred_probs": settings.pred_probs,
+            "ood_reference": ood_ref,
             "semantic": settings.semantic,
             # Checks that compute more per-record signals (embeddings, quality) run them through
             # the same engine and cache as the signals above.

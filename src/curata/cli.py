@@ -38,6 +38,13 @@ def audit(
         list[Path] | None,
         typer.Option("--reference", "-r", help="Reference dataset(s) to check contamination against."),
     ] = None,
+    ood_reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="Dataset taken as in-distribution (e.g. the training set): the outlier check also "
+            "flags records unlike it."
+        ),
+    ] = None,
     id_column: Annotated[str | None, typer.Option(help="Column holding record ids.")] = None,
     text_column: Annotated[str | None, typer.Option(help="Column holding text.")] = None,
     image_column: Annotated[str | None, typer.Option(help="Column holding image paths or bytes.")] = None,
@@ -54,7 +61,13 @@ def audit(
     checks: Annotated[str | None, typer.Option(help="Comma-separated checks to run (default: all).")] = None,
     skip: Annotated[str | None, typer.Option(help="Comma-separated checks to skip.")] = None,
     min_jaccard: Annotated[float, typer.Option(help="Text near-duplicate Jaccard threshold.")] = 0.8,
-    min_cosine: Annotated[float, typer.Option(help="Semantic-duplicate cosine similarity threshold.")] = 0.95,
+    min_cosine: Annotated[
+        float | None,
+        typer.Option(
+            help="Semantic-duplicate cosine similarity threshold (default: automatic, at least 0.95, "
+            "higher where the embeddings crowd together)."
+        ),
+    ] = None,
     ngram: Annotated[int, typer.Option(help="Word n-gram size for n-gram contamination.")] = 13,
     min_ngram_overlap: Annotated[
         float,
@@ -63,7 +76,11 @@ def audit(
         ),
     ] = 0.0,
     encoder: Annotated[
-        str, typer.Option(help="Encoder for embeddings: auto, tfidf-svd, pixels or tabular.")
+        str,
+        typer.Option(
+            help="Encoder for embeddings: auto (by modality and what is installed), minilm, tfidf-svd, "
+            "efficientnet-lite0, ssl, pixels or tabular."
+        ),
     ] = "auto",
     embeddings: Annotated[
         Path | None, typer.Option(help="Your own embeddings: a .npy file, one row per record.")
@@ -113,6 +130,7 @@ def audit(
             skip=tuple(c.strip() for c in skip.split(",") if c.strip()) if skip else (),
             strict=strict,
             pred_probs=None if pred_probs is None else str(pred_probs),
+            ood_reference=None if ood_reference is None else str(ood_reference),
             semantic=SemanticSettings(min_cosine=min_cosine),
         )
         status = err.status("auditing…", spinner="dots") if not quiet and err.is_terminal else None

@@ -10,7 +10,7 @@ content is missing or unreadable are zero with ``ok`` False.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +35,7 @@ __all__ = [
     "Embeddings",
     "Encoder",
     "compute_embeddings",
+    "embed_like",
     "make_encoder",
 ]
 
@@ -88,7 +89,9 @@ class Embeddings:
     """float32 vectors aligned with the dataset rows, and where they came from.
 
     ``metric`` is ``cosine`` for unit-length vectors (encoders, user embeddings) and
-    ``euclidean`` for standardised tabular features, whose lengths carry meaning.
+    ``euclidean`` for standardised tabular features, whose lengths carry meaning. ``encoder`` is the
+    (fitted) encoder that made the vectors, None for tabular features and user embeddings: a
+    second dataset must go through the same one to land in the same space (``embed_like``).
     """
 
     vectors: np.ndarray
@@ -97,6 +100,7 @@ class Embeddings:
     computed: int = 0
     cached: int = 0
     metric: Literal["cosine", "euclidean"] = "cosine"
+    encoder: Encoder | None = field(default=None, compare=False, repr=False)
 
 
 def make_encoder(
@@ -219,7 +223,115 @@ def compute_embeddings(
     dim = col.type.list_size
     vectors = np.asarray(col.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
     ok = np.asarray(signals.column("ok").to_numpy(zero_copy_only=False), dtype=bool)
-    return Embeddings(vectors, ok, encoder.fingerprint(), signals.computed, signals.cached)
+    return Embeddings(vectors, ok, encoder.fingerprint(), signals.computed, signals.cached, encoder=encoder)
+
+
+def embed_like(
+    other: Dataset,
+    dataset: Dataset,
+    embeddings: Embeddings,
+    settings: EmbedSettings,
+    engine: Engine,
+    cache: SignalCache | None,
+    state_dir: Path,
+) -> Embeddings:
+    """Embeddings of ``other`` in the space of ``embeddings`` (those of ``dataset``, same ``settings``).
+
+    An encoder's vectors come from the very encoder fitted on ``dataset`` (cached like the data's);
+    tabular features are standardised and one-hot encoded with ``dataset``'s statistics and levels;
+    an embedding column is read from ``other`` too. A ``.npy`` file holds ``dataset``'s rows only,
+    so it cannot embed ``other`` (ConfigError).
+    """
+    if settings.embeddings_file is not None:
+        raise ConfigError(
+            f"an embeddings file holds the rows of {dataset.source} only, not those of {other.source}: "
+            "give both an --embedding-column, or let an encoder embed both"
+        )
+    if settings.embedding_column is not None:
+        out = _from_column(other, settings.embedding_column)
+        if out.vectors.shape[1] != embeddings.vectors.shape[1]:
+            raise InputError(
+                f"{other.source}: embedding column '{settings.embedding_column}' has "
+                f"{out.vectors.shape[1]} dimensions but {dataset.source}'s has {embeddings.vectors.shape[1]}"
+            )
+        return out
+    if embeddings.encoder is not None:
+        return compute_embeddings(other, settings, engine, cache, state_dir, encoder=embeddings.encoder)
+    if embeddings.source != "tabular":
+        raise ConfigError(f"embeddings '{embeddings.source}' name no encoder to embed {other.source} with")
+    matrix = TabularTransform.fit(dataset).apply(other)
+    return Embeddings(matrix, np.ones(other.num_rows, bool), "tabular", metric="euclidean")
+
+
+@dataclass(frozen=True)
+class TabularTransform:
+    """``tabular_features`` fitted on one dataset, so that it can encode another one the same way.
+
+    ``numeric`` holds (column, fill value, mean, scale); ``categorical`` holds (column, levels).
+    Applied to the dataset it was fitted on, it gives exactly ``tabular_features``' matrix.
+    """
+
+    columns: tuple[str, ...]
+    numeric: dict[str, tuple[float, float, float]]
+    categorical: dict[str, pa.Array]
+
+    @classmethod
+    def fit(cls, dataset: Dataset) -> TabularTransform:
+        """Statistics and levels of the columns ``tabular_features`` uses on ``dataset``."""
+        import pyarrow.compute as pc
+
+        used = tabular_features(dataset).columns
+        numeric: dict[str, tuple[float, float, float]] = {}
+        categorical: dict[str, pa.Array] = {}
+        for name in used:
+            col = dataset.table.column(name)
+            if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+                values = _as_float(col)
+                finite = np.isfinite(values)
+                fill = float(np.median(values[finite]))
+                values = np.where(finite, values, fill)
+                numeric[name] = (fill, float(values.mean()), float(values.std()) or 1.0)
+            else:
+                categorical[name] = pc.dictionary_encode(col).combine_chunks().dictionary
+        return cls(tuple(used), numeric, categorical)
+
+    def apply(self, dataset: Dataset) -> np.ndarray:
+        """The feature matrix of ``dataset`` (float32); a level unseen in the fit is all zeros."""
+        import pyarrow.compute as pc
+
+        parts: list[np.ndarray] = []
+        for name in self.columns:
+            if name not in dataset.table.column_names:
+                raise InputError(
+                    f"{dataset.source}: no column '{name}', which the tabular features of the data use"
+                )
+            col = dataset.table.column(name)
+            try:
+                if name in self.numeric:
+                    fill, mean, scale = self.numeric[name]
+                    values = _as_float(col)
+                    values = np.where(np.isfinite(values), values, fill)
+                    parts.append(((values - mean) / scale)[:, None])
+                    continue
+                levels = self.categorical[name]
+                idx = pc.index_in(pc.cast(col, levels.type), value_set=levels)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise InputError(
+                    f"{dataset.source}: column '{name}' does not hold what the data's does ({exc})"
+                ) from None
+            codes = np.asarray(idx.fill_null(len(levels)).to_numpy(zero_copy_only=False), dtype=np.int64)
+            onehot = np.zeros((len(codes), len(levels) + 1), dtype=np.float64)
+            onehot[np.arange(len(codes)), codes] = 1.0
+            parts.append(onehot[:, : len(levels)])
+        if not parts:
+            return np.zeros((dataset.num_rows, 0), dtype=np.float32)
+        return np.hstack(parts).astype(np.float32)
+
+
+def _as_float(col: pa.ChunkedArray) -> np.ndarray:
+    import pyarrow.compute as pc
+
+    return np.asarray(pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
 def _fit_rows(
