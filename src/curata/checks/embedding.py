@@ -378,7 +378,8 @@ class OutlierCheck(Check):
                 severity="warning" if z[pos] >= 2 * settings.outlier_min_z else "info",
                 message=(
                     f"unlike the rest of the data: mean distance to its {nb.index.shape[1]} nearest records "
-                    f"is {distance[pos]:.3f} (typical {median:.3f}); nearest is {ids[nearest]}"
+                    f"is {distance[pos]:.3f}, {np.exp(isolation[pos]):.1f}x what those records have to "
+                    f"theirs (dataset median {median:.3f}); nearest is {ids[nearest]}"
                 ),
                 evidence={
                     "kind": "in_data",
