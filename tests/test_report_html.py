@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import re
 import struct
 import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from curata.report.embedding_map import build_map
 from curata.report.html import TEXT_LIMIT, highlight_shared, render_html, safe_image_uri, truncate
 
 from browser import open_page, require_browser
@@ -372,6 +375,212 @@ def test_examples_without_matching_check_are_ignored() -> None:
     ex["not_a_check"] = ex["exact_duplicates"]
     html = render_html(sample_report(), ex)
     assert "not_a_check" not in html
+
+
+# --------------------------------------------------------------------------- model-based checks
+
+
+def model_report() -> dict[str, Any]:
+    """A report with the model-based checks and an embedding map (two clusters, flagged points)."""
+    rep = zero_report()
+    rep["checks"] = {
+        "label_issue": check_entry(3, warning=3, description="Likely wrong labels."),
+        "semantic_duplicate": check_entry(2, error=1, warning=1, description="Same meaning."),
+        "outlier": check_entry(1, warning=1, description="Records unlike the rest."),
+        "low_quality": check_entry(1, warning=1, description="Low quality content."),
+        "class_imbalance": check_entry(3, info=3, description="Rare classes."),
+        "underrepresented": check_entry(4, info=4, description="Coverage gaps."),
+    }
+    labels = {"3": 50, "8": 45, "<b>cat</b>": 30, "rare": 3}
+    rep["statistics"] = {
+        "num_rows": 128,
+        "labels": labels,
+        "rare_classes": {"rare": 3},
+        "sparse_clusters": {"cluster-all-2": {"size": 2, "scope": "all", "reported": 2}},
+    }
+    rep["settings"] = {"model": {"rare_class_ratio": 0.1, "min_class_records": 5}}
+    rng = np.random.default_rng(0)
+    vectors = np.vstack([rng.normal(0, 1, (64, 8)) + 6, rng.normal(0, 1, (64, 8)) - 6])
+    ids = [f"r{i}" for i in range(127)] + ["<script>x</script>"]
+    names = ["3"] * 50 + ["8"] * 45 + ["<b>cat</b>"] * 30 + ["rare"] * 2 + [None]
+    flagged = [
+        {"check": "label_issue", "record_id": "r1", "severity": "warning", "score": 0.9},
+        {"check": "outlier", "record_id": "r70", "severity": "warning", "score": 0.8},
+        {"check": "semantic_duplicate", "record_id": "r71", "severity": "error", "score": 1.0},
+        {"check": "label_issue", "record_id": "<script>x</script>", "severity": "info", "score": 0.4},
+    ]
+    rep["statistics"]["embedding_map"] = build_map(vectors, ids, names, flagged, source="pixels-v1-rgb16")
+    rep["exit"] = {"fail_on": None, "worst_severity": "error", "code": 0}
+    return rep
+
+
+def model_examples() -> dict[str, list[dict[str, Any]]]:
+    """Examples of every model-based check, with the evidence each writes."""
+    blue = png_data_uri(24, 24, (40, 90, 200))
+    red = png_data_uri(24, 24, (200, 40, 40))
+
+    def with_evidence(item: dict[str, Any], evidence: dict[str, Any]) -> dict[str, Any]:
+        return {**item, "evidence": json.dumps(evidence)}
+
+    issue = {"suggested_probability": 0.94, "given_label_probability": 0.03, "pred_probs": "5-fold"}
+    return {
+        "label_issue": [
+            with_evidence(
+                finding(record("img-3", label="3", split="train", image=blue), score=0.97, message="label 3"),
+                {"given_label": "3", "suggested_label": "8", **issue},
+            ),
+            with_evidence(
+                finding(record("txt-1", label="<b>cat</b>", text="a <i>dog</i> barks"), message="label cat"),
+                {"given_label": "<b>cat</b>", "suggested_label": "<img src=x>", **issue},
+            ),
+            with_evidence(finding(record("odd", label="3"), message="no evidence"), {}),
+        ],
+        "semantic_duplicate": [
+            with_evidence(
+                finding(
+                    record("s-2", label="8", split="test", image=red),
+                    record("s-1", label="8", split="train", image=red),
+                    score=0.99,
+                    severity="error",
+                    message="same meaning as s-1; train/test leakage",
+                ),
+                {"cosine": 0.9912, "cross_split": True, "cluster_size": 2},
+            ),
+            with_evidence(
+                finding(
+                    record("s-4", split="train", text="the sky"), record("s-3", split="train", text="sky")
+                ),
+                {"cosine": 0.96, "cross_split": False, "cluster_size": 2},
+            ),
+        ],
+        "outlier": [
+            with_evidence(
+                finding(record("o-1", image=blue), record("o-2", image=red), message="unlike the rest"),
+                {
+                    "mean_neighbour_distance": 0.5684,
+                    "median_distance": 0.1203,
+                    "robust_z": 7.67,
+                    "isolation_ratio": 2.75,
+                },
+            )
+        ],
+        "low_quality": [
+            with_evidence(
+                finding(record("q-1", image=blue), message="image is blurry"),
+                {
+                    "blur": 12.5,
+                    "reasons": ["blurry", "tiny"],
+                    "limits": {"blurry": 100.0, "tiny": 8},
+                    "width": 4,
+                    "height": 5,
+                },
+            )
+        ],
+        "class_imbalance": [
+            with_evidence(
+                finding(record(f"c-{i}", label="rare", image=blue), severity="info", group_id="class-rare"),
+                {"class": "rare", "class_size": 3, "largest_class": "3", "largest": 50},
+            )
+            for i in range(3)
+        ],
+        "underrepresented": [
+            with_evidence(
+                finding(
+                    record(f"u-{i}", label="8", image=red), severity="info", group_id=f"cluster-all-{i % 2}"
+                ),
+                {"cluster_size": 2, "clusters": 6, "scope": "all"},
+            )
+            for i in range(4)
+        ],
+    }
+
+
+def section(html: str, check: str) -> str:
+    """The HTML of one check's findings section."""
+    part = html[html.index(f'id="check-{check}"') :]
+    return part[: part.index("</details>")]
+
+
+def test_label_issue_cards_show_given_and_suggested_labels() -> None:
+    html = render_html(model_report(), model_examples())
+    cards = re.findall(r'<article class="ex li .*?</article>', section(html, "label_issue"), re.S)
+    assert len(cards) == 3
+    first = cards[0]
+    assert 'title="given: 3 → suggested: 8 (0.94)"' in first
+    assert re.search(
+        r'class="lab given".*?</i>3</span>.*→.*class="lab suggested".*?</i>8</span>', first, re.S
+    )
+    assert "(0.94)" in first and "data:image/png;base64," in first and "img-3" in first
+    # labels and texts are escaped, and the suggested label gets the map's colour
+    assert "&lt;b&gt;cat&lt;/b&gt;" in cards[1] and "&lt;img src=x&gt;" in cards[1]
+    assert "<img src=x>" not in html and "<b>cat</b>" not in html and "<i>dog</i>" not in html
+    colours = model_report()["statistics"]["embedding_map"]["labels"]
+    assert colours.index("8") == 1 and "background:#f28e2b" in first  # palette colour of label 8
+    assert "no evidence" in cards[2] and 'class="relabel"' not in cards[2]  # no evidence: the message
+
+
+def test_semantic_duplicates_are_pairs_with_leakage_marked() -> None:
+    html = render_html(model_report(), model_examples())
+    pairs = section(html, "semantic_duplicate")
+    assert pairs.count('class="pair-grid"') == 2
+    assert "s-1" in pairs and "s-2" in pairs
+    assert pairs.count('class="tag leak"') == 1 and "leakage train → test" in pairs
+    assert "same meaning as" in pairs and "0.991" in pairs
+
+
+def test_outlier_and_low_quality_show_their_metrics() -> None:
+    html = render_html(model_report(), model_examples())
+    outlier = section(html, "outlier")
+    assert "neighbour distance" in outlier and "0.568" in outlier and "typical 0.12" in outlier
+    assert "its nearest record" in outlier
+    quality = section(html, "low_quality")
+    assert quality.count('<article class="ex li') == 1 and "Lowest quality" in quality
+    assert "blur 12.5" in quality and "limit 100" in quality
+    assert "4×5 px" in quality and "min side 8" in quality
+
+
+def test_class_imbalance_chart_and_sparse_clusters() -> None:
+    html = render_html(model_report(), model_examples())
+    classes = section(html, "class_imbalance")
+    assert 'class="class-chart"' in classes and "rare below 5" in classes
+    assert classes.count("#e15759") == 1  # the one rare class is red
+    assert "class rare" in classes and "3 records" in classes and classes.count('class="ex mini') == 3
+    clusters = section(html, "underrepresented")
+    assert clusters.count('class="group"') == 2 and "sparse cluster of the data" in clusters
+    assert "1 of 6 clusters" in clusters
+
+
+def test_embedding_map_marks_every_point_and_the_flagged_ones() -> None:
+    rep = model_report()
+    emap = rep["statistics"]["embedding_map"]
+    html = render_html(rep, model_examples())
+    svg = html[html.index('<svg class="emap-svg"') :]
+    svg = svg[: svg.index("</svg>")]
+    assert svg.count('<circle class="p"') == emap["num_points"] == 128
+    assert svg.count('<g class="flag"') == 4 and svg.count('<circle class="r ') == 4
+    assert '<circle class="r error"' in svg
+    assert "r70 · label 8 · flagged: outlier" in svg
+    assert "&lt;script&gt;x&lt;/script&gt; · no label · flagged: label_issue" in svg
+    assert "<script>x" not in html
+    legend = html[html.index('class="emap-legend"') :]
+    legend = legend[: legend.index("</ul>")]
+    for name in ("3", "8", "&lt;b&gt;cat&lt;/b&gt;", "rare", "no label"):
+        assert f'<span class="nm">{name}</span>' in legend
+    assert 'data-map-check="label_issue"' in html and 'data-map-check="outlier"' in html
+    assert "pixels" in html and "principal component 1" in svg
+    _no_external(html)
+
+
+def test_no_embedding_map_says_why() -> None:
+    rep = model_report()
+    rep["statistics"]["embedding_map"] = {"available": False, "reason": "outlier was skipped (<few> records)"}
+    html = render_html(rep, {})
+    assert "No embedding map: outlier was skipped (&lt;few&gt; records)." in html
+    assert '<svg class="emap-svg"' not in html
+    rep["statistics"]["embedding_map"] = {"available": True, "points": {"x": [1.0]}}
+    assert "the map data in report.json is malformed" in render_html(rep, {})
+    del rep["statistics"]["embedding_map"]
+    assert 'id="emap"' not in render_html(rep, {})
 
 
 # --------------------------------------------------------------------------- browser test

@@ -321,6 +321,11 @@ def build_report(
     stats["score_histograms"] = score_histograms(findings)
     stats["findings"] = findings.num_rows
     stats["records_with_findings"] = len(set(findings.column("record_id").to_pylist()))
+    from curata.report.embedding_map import embedding_map
+    from curata.report.json import check_statistics
+
+    stats.update(check_statistics(findings))
+    stats["embedding_map"] = embedding_map(context, findings, check_status)
     if signals.modality == "text" and signals.table.num_rows:
         n_chars = np.asarray(signals.column("n_chars").to_numpy(zero_copy_only=False))
         stats["text_chars"] = {"mean": round(float(n_chars.mean()), 1), "max": int(n_chars.max())}

@@ -98,20 +98,31 @@ def hbar_chart(
     title: str,
     total: int | None = None,
     colours: Mapping[str, str] | None = None,
+    marker: tuple[float, str] | None = None,
 ) -> Markup:
     """Horizontal bars, one per ``(name, count, is_other)`` row, with count and share at the end.
 
     ``colours`` may give a fill per row name (e.g. split colours); other rows use ``BAR_COLOUR``.
+    ``marker`` ``(value, text)`` draws a dashed line at ``value`` across the bars, captioned ``text``.
     """
     if not rows:
         return Markup("")
     total = total if total is not None else sum(r[1] for r in rows)
     peak = max((r[1] for r in rows), default=0) or 1
     span = _WIDTH - _LABEL_W - _VALUE_W - 8
-    height = len(rows) * _ROW_H + 8
+    top = 18 if marker else 0
+    height = top + len(rows) * _ROW_H + 8
     body: list[str] = []
+    if marker:  # the line behind the bars, its caption above them
+        mx = _LABEL_W + span * min(max(marker[0], 0.0), peak) / peak
+        anchor = "start" if mx < _LABEL_W + span / 2 else "end"
+        body.append(
+            f'<line class="marker" x1="{mx:.1f}" y1="{top - 4}" x2="{mx:.1f}" y2="{height - 2}"/>'
+            f'<text class="marker-t" x="{mx + (4 if anchor == "start" else -4):.1f}" y="{top - 7}" '
+            f'text-anchor="{anchor}">{escape(marker[1])}</text>'
+        )
     for i, (name, count, is_other) in enumerate(rows):
-        y = 4 + i * _ROW_H
+        y = top + 4 + i * _ROW_H
         w = max(1.0, span * count / peak) if count else 0.0
         share = f"{100 * count / total:.1f}%" if total else ""
         colour = OTHER_COLOUR if is_other else (colours or {}).get(name, BAR_COLOUR)

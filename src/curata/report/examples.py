@@ -61,6 +61,35 @@ class _Previewer:
         return out
 
 
+#: Checks whose findings come in groups (a rare class, a sparse cluster) shown a few records each.
+GROUPED_CHECKS = ("class_imbalance", "underrepresented")
+#: Fewest records shown per group of a grouped check, when there are many groups.
+PER_GROUP = 3
+
+
+def pick_by_group(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` rows (sorted by score) spread over the best groups, a few records each.
+
+    At most ``limit // PER_GROUP`` groups are used (those holding the highest scores); rows are
+    taken from them in turn, so one large group does not hide the others.
+    """
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r.get("group_id") or r.get("record_id"), []).append(r)
+    kept = list(groups.values())[: max(1, limit // PER_GROUP)]
+    out: list[dict[str, Any]] = []
+    depth = 0
+    while len(out) < limit and any(depth < len(g) for g in kept):
+        for g in kept:
+            if depth < len(g) and len(out) < limit:
+                out.append(g[depth])
+        depth += 1
+    # Keep each group's records together, groups in score order.
+    order = {id(g[0]): i for i, g in enumerate(kept)}
+    position = {id(r): (order[id(g[0])], j) for g in kept for j, r in enumerate(g)}
+    return sorted(out, key=lambda r: position[id(r)])
+
+
 def worst_examples(
     findings: pa.Table, dataset: Dataset, refs: list[Dataset], per_check: int
 ) -> dict[str, list[dict[str, Any]]]:
@@ -73,8 +102,9 @@ def worst_examples(
     out: dict[str, list[dict[str, Any]]] = {}
     for check, rows in by_check.items():
         rows.sort(key=lambda r: -r["score"])
+        chosen = pick_by_group(rows, per_check) if check in GROUPED_CHECKS else rows[:per_check]
         picked = []
-        for r in rows[:per_check]:
+        for r in chosen:
             related = None
             if r["related_id"] is not None:
                 source = data

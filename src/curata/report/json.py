@@ -44,8 +44,84 @@ def score_histograms(findings: pa.Table, bins: int = 10) -> dict[str, list[int]]
     return out
 
 
+def check_statistics(findings: pa.Table) -> dict[str, Any]:
+    """Summaries of the model-based checks that the report draws as a whole, not record by record.
+
+    ``rare_classes``: each rare class and its size (from ``class_imbalance``);
+    ``sparse_clusters``: each sparse embedding cluster (``underrepresented``) with its size and scope.
+    """
+    out: dict[str, Any] = {}
+    if findings.num_rows == 0:
+        return out
+    rows = findings.select(["check", "group_id", "evidence"]).to_pylist()
+    rare: dict[str, int] = {}
+    clusters: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["check"] not in ("class_imbalance", "underrepresented"):
+            continue
+        try:
+            evidence = json.loads(r["evidence"] or "{}")
+        except ValueError:
+            evidence = {}
+        if not isinstance(evidence, dict):
+            continue
+        if r["check"] == "class_imbalance" and "class" in evidence:
+            rare[str(evidence["class"])] = int(evidence.get("class_size") or 0)
+        elif r["check"] == "underrepresented" and r["group_id"]:
+            entry = clusters.setdefault(
+                str(r["group_id"]),
+                {
+                    "size": int(evidence.get("cluster_size") or 0),
+                    "scope": str(evidence.get("scope") or "all"),
+                },
+            )
+            entry["reported"] = entry.get("reported", 0) + 1
+    if rare:
+        out["rare_classes"] = dict(sorted(rare.items(), key=lambda kv: (kv[1], kv[0])))
+    if clusters:
+        out["sparse_clusters"] = dict(sorted(clusters.items(), key=lambda kv: (kv[1]["size"], kv[0])))
+    return out
+
+
+def _is_flat(value: Any) -> bool:
+    """A list of scalars, or of lists of scalars: written on one line."""
+    scalar = (str, int, float, bool, type(None))
+    return all(
+        isinstance(v, scalar) or (isinstance(v, (list, tuple)) and all(isinstance(w, scalar) for w in v))
+        for v in value
+    )
+
+
+def _key(key: Any) -> str:
+    """A mapping key as JSON writes it (strings as they are, numbers and literals as text)."""
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, (bool, int, float)):
+        return json.dumps(key)
+    return str(key)
+
+
+def dumps(value: Any, indent: int = 2, level: int = 0) -> str:
+    """JSON text indented like ``json.dumps(indent=2)``, except that lists of scalars (and lists of
+    such lists) stay on one line, so long columns (histograms, map points) stay compact."""
+    pad, inner = " " * (indent * level), " " * (indent * (level + 1))
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [f"{inner}{json.dumps(_key(k))}: {dumps(v, indent, level + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "[]"
+        if _is_flat(value):
+            return json.dumps(list(value), default=str, separators=(",", ":"))
+        items = [inner + dumps(v, indent, level + 1) for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    return json.dumps(value, default=str)
+
+
 def write_json(report: dict[str, Any], path: Path) -> None:
     """Write ``report`` as indented UTF-8 JSON (atomically: write then rename)."""
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+    tmp.write_text(dumps(report) + "\n", encoding="utf-8")
     tmp.replace(path)
