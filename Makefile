@@ -38,6 +38,7 @@ bench: install-dev
 	$(BIN)/python benchmarks/bench_text_dups.py
 	$(BIN)/python benchmarks/bench_image_dups.py
 	$(BIN)/python benchmarks/bench_audit.py
+	$(BIN)/python benchmarks/bench_pii.py
 
 clean:
 	rm -rf demo-out .curata benchmarks/results

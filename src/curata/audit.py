@@ -25,10 +25,12 @@ from curata.dataset import Dataset
 from curata.engine import get_engine
 from curata.errors import CheckFailedError, ConfigError, InputError
 from curata.io import read_dataset
+from curata.licences import LicenceSettings
 from curata.report.examples import worst_examples
 from curata.report.json import dataset_statistics, score_histograms, write_json
 from curata.signals.cache import SignalCache
 from curata.signals.embed import EmbedSettings, make_encoder
+from curata.signals.pii import PiiSettings
 from curata.signals.pipeline import Signals, SignalSettings, compute_signals
 
 FailOn = Literal["error", "warning", "info"]
@@ -52,6 +54,8 @@ class AuditSettings:
     pred_probs: str | None = None
     ood_reference: str | None = None
     semantic: SemanticSettings = field(default_factory=SemanticSettings)
+    pii: PiiSettings = field(default_factory=PiiSettings)
+    licence: LicenceSettings = field(default_factory=LicenceSettings)
     fail_on: FailOn | None = None
     checks: tuple[str, ...] | None = None
     skip: tuple[str, ...] = ()
@@ -142,6 +146,8 @@ def audit(
     image_column: str | None = None,
     label_column: str | None = None,
     split_column: str | None = None,
+    license_column: str | None = None,
+    source_column: str | None = None,
     settings: AuditSettings | None = None,
     engine: str = "local",
     workers: int | None = None,
@@ -166,6 +172,8 @@ def audit(
         image_column=image_column,
         label_column=label_column,
         split_column=split_column,
+        license_column=license_column,
+        source_column=source_column,
     )
     dataset = read_dataset(data, **roles)
     refs: list[Dataset] = []
@@ -215,6 +223,8 @@ def audit(
             "pred_probs": settings.pred_probs,
             "ood_reference": ood_ref,
             "semantic": settings.semantic,
+            "pii": settings.pii,
+            "licence": settings.licence,
             # Checks that compute more per-record signals (embeddings, quality) run them through
             # the same engine and cache as the signals above.
             "engine": eng,
@@ -281,6 +291,9 @@ def run_checks(
             )
             table = empty_findings()
         entry["seconds"] = round(time.perf_counter() - t, 4)
+        notes = context.cache.get("check_notes", {}).get(name)
+        if notes:  # what a check could not look at (e.g. names without the spaCy model)
+            entry["notes"] = list(notes)
         entry["count"] = table.num_rows
         entry["by_severity"] = dict(Counter(table.column("severity").to_pylist()))
         tables.append(table)
@@ -326,6 +339,11 @@ def build_report(
 
     stats.update(check_statistics(findings))
     stats["embedding_map"] = embedding_map(context, findings, check_status)
+    from curata.checks.licence import licence_summary
+
+    licences = licence_summary(dataset)
+    if licences is not None:
+        stats["licences"] = licences
     if signals.modality == "text" and signals.table.num_rows:
         n_chars = np.asarray(signals.column("n_chars").to_numpy(zero_copy_only=False))
         stats["text_chars"] = {"mean": round(float(n_chars.mean()), 1), "max": int(n_chars.max())}

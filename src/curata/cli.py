@@ -50,6 +50,8 @@ def audit(
     image_column: Annotated[str | None, typer.Option(help="Column holding image paths or bytes.")] = None,
     label_column: Annotated[str | None, typer.Option(help="Column holding labels.")] = None,
     split_column: Annotated[str | None, typer.Option(help="Column holding split names.")] = None,
+    license_column: Annotated[str | None, typer.Option(help="Column holding licences (SPDX).")] = None,
+    source_column: Annotated[str | None, typer.Option(help="Column holding sources (URLs).")] = None,
     fail_on: Annotated[
         str | None, typer.Option(help="Exit 1 when a finding is at or above this severity (error|warning).")
     ] = None,
@@ -144,6 +146,8 @@ def audit(
                 image_column=image_column,
                 label_column=label_column,
                 split_column=split_column,
+                license_column=license_column,
+                source_column=source_column,
                 settings=settings,
                 engine=engine,
                 workers=workers,
@@ -277,6 +281,10 @@ def main() -> None:
         err.print("interrupted")
         sys.exit(130)
 
+
+from curata.cli_curate import register as _register_curation  # noqa: E402
+
+_register_curation(app)
 
 if __name__ == "__main__":
     main()

@@ -13,8 +13,12 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-RoleName = Literal["id", "text", "image", "label", "split"]
-ROLE_NAMES: tuple[RoleName, ...] = ("id", "text", "image", "label", "split")
+RoleName = Literal["id", "text", "image", "label", "split", "license", "source"]
+#: Roles every dataset reports (None when no column plays them).
+CORE_ROLE_NAMES: tuple[RoleName, ...] = ("id", "text", "image", "label", "split")
+#: Per-record metadata roles (licence and provenance), reported only when a column plays them.
+METADATA_ROLE_NAMES: tuple[RoleName, ...] = ("license", "source")
+ROLE_NAMES: tuple[RoleName, ...] = CORE_ROLE_NAMES + METADATA_ROLE_NAMES
 
 #: Canonical split names; a split value is mapped to one of these when it is recognised.
 SPLIT_ALIASES: dict[str, str] = {
@@ -40,10 +44,18 @@ class Roles:
     image: str | None = None
     label: str | None = None
     split: str | None = None
+    license: str | None = None
+    source: str | None = None
 
     def as_dict(self) -> dict[str, str | None]:
-        """Return the roles as a plain mapping (role -> column name or None)."""
-        return {name: getattr(self, name) for name in ROLE_NAMES}
+        """Return the roles as a plain mapping (role -> column name or None).
+
+        The core roles are always present; ``license`` and ``source`` only when a column plays
+        them, so data without licence metadata reads as it did before those roles existed.
+        """
+        out: dict[str, str | None] = {name: getattr(self, name) for name in CORE_ROLE_NAMES}
+        out.update({name: getattr(self, name) for name in METADATA_ROLE_NAMES if getattr(self, name)})
+        return out
 
     def merged(self, **overrides: str | None) -> Roles:
         """Return a copy with the given roles replaced where the override is not None."""

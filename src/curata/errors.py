@@ -26,3 +26,7 @@ class MissingDependencyError(CurataError, ImportError):
 
 class CheckFailedError(CurataError, RuntimeError):
     """A check raised while running (only re-raised with --strict)."""
+
+
+class WorkspaceError(CurataError, RuntimeError):
+    """The curata workspace (``.curata/``) is locked, missing something asked for, or damaged."""

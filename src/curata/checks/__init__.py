@@ -1,6 +1,7 @@
 """Checks: each family in its own module, all registered in ``curata.checks.base``."""
 
-from curata.checks import contamination, duplicates, embedding, integrity, labels, quality, semantic
+from curata.checks import contamination, duplicates, embedding, integrity, labels, licence, quality, semantic
+from curata.checks import pii as pii  # registers the personal-data check
 from curata.checks.base import Check, Context, registered_checks
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "embedding",
     "integrity",
     "labels",
+    "licence",
     "quality",
     "registered_checks",
     "semantic",

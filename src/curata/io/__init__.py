@@ -33,13 +33,16 @@ def read_dataset(
     image_column: str | None = None,
     label_column: str | None = None,
     split_column: str | None = None,
+    license_column: str | None = None,
+    source_column: str | None = None,
 ) -> Dataset:
     """Read ``path`` into a Dataset, detecting column roles the caller did not name.
 
     ``path`` may be a Parquet, CSV/TSV or JSON-lines file, a folder of such files (one format,
     read in sorted order), an image folder (``[split/]class/file.ext``) or a Hugging Face
     ``save_to_disk`` folder. Every problem with the input raises ``InputError`` with one line
-    naming the file (and line, where known).
+    naming the file (and line, where known). ``license_column`` and ``source_column`` name the
+    per-record licence and provenance columns (found by name when not given).
     """
     data = Path(path)
     overrides: dict[RoleName, str | None] = {
@@ -48,6 +51,8 @@ def read_dataset(
         "image": image_column,
         "label": label_column,
         "split": split_column,
+        "license": license_column,
+        "source": source_column,
     }
     streamed = _streamable_content(data, overrides)
     loaded = _load(data, id_column, None if streamed is None else streamed[1].column)

@@ -11,7 +11,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curata.dataset import ROLE_NAMES, Dataset, ParquetContent, RoleName, Roles
+from curata.dataset import (
+    CORE_ROLE_NAMES,
+    METADATA_ROLE_NAMES,
+    ROLE_NAMES,
+    Dataset,
+    ParquetContent,
+    RoleName,
+    Roles,
+)
 from curata.errors import InputError
 
 #: Column names (lower-cased) that mark a role, in order of preference.
@@ -29,6 +37,8 @@ LABEL_NAMES: tuple[str, ...] = (
     "coarse_label",
 )
 SPLIT_NAMES: tuple[str, ...] = ("split", "subset", "fold", "partition")
+LICENSE_NAMES: tuple[str, ...] = ("license", "licence", "license_id", "licence_id", "spdx", "spdx_id")
+SOURCE_NAMES: tuple[str, ...] = ("source", "url", "origin", "provenance", "source_url")
 
 #: File extensions (lower case, with the dot) that mark an image file.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -41,6 +51,10 @@ LONG_TEXT_MIN_MEAN = 20.0
 IMAGE_PATH_MIN_SHARE = 0.9
 #: Values sampled when a column's content decides its role (keeps detection cheap on big tables).
 SAMPLE_ROWS = 1000
+#: A column named like provenance (``source``, ``url``...) counts only when its values average at
+#: most this many words: URLs and source names are short, while a translation pair's ``source``
+#: column holds sentences and is content, not provenance.
+PROVENANCE_MAX_MEAN_WORDS = 4.0
 
 
 @dataclass
@@ -118,6 +132,18 @@ def _looks_like_image(col: pa.ChunkedArray) -> bool:
     return False
 
 
+def _looks_like_provenance(col: pa.ChunkedArray) -> bool:
+    typ = _decoded(col).type
+    if _is_binarylike(typ):
+        return False
+    if not _is_stringlike(typ):
+        return True
+    values = _sample(_decoded(col))
+    if not values:
+        return True
+    return sum(len(v.split()) for v in values) / len(values) <= PROVENANCE_MAX_MEAN_WORDS
+
+
 def _mean_length(col: pa.ChunkedArray) -> float:
     # The head of the column is enough to tell prose from codes, and keeps this cheap on big data.
     lengths = pc.utf8_length(_decoded(col.slice(0, SAMPLE_ROWS * 10)).drop_null())
@@ -140,7 +166,8 @@ def detect_roles(table: pa.Table, *, skip: frozenset[str] = frozenset()) -> dict
     """Guess which column plays each role from column names and, for text/image, content.
 
     Columns in ``skip`` are already taken (fixed by the layout or named by the user) and are not
-    considered. Detection never raises; a role stays None when nothing fits.
+    considered. Detection never raises; a role stays None when nothing fits. The metadata roles
+    (``license``, ``source``) appear in the result only when a column plays them.
     """
     columns = [c for c in table.column_names if c not in skip]
     types = {c: _decoded(table.column(c)).type for c in columns}
@@ -158,6 +185,17 @@ def detect_roles(table: pa.Table, *, skip: frozenset[str] = frozenset()) -> dict
         structs = [c for c in columns if is_hf_image_struct(types[c])]
         found["image"] = structs[0] if structs else None
     taken = {v for v in found.values() if v is not None}
+    # Licence and provenance columns are claimed before text, so a column of long URLs is never
+    # mistaken for the one column of prose.
+    metadata: list[tuple[RoleName, tuple[str, ...], Callable[[str], bool]]] = [
+        ("license", LICENSE_NAMES, lambda c: flat(c) and not _is_binarylike(types[c])),
+        ("source", SOURCE_NAMES, lambda c: flat(c) and _looks_like_provenance(table.column(c))),
+    ]
+    for role, names, ok in metadata:
+        column = _by_name([c for c in columns if c not in taken], names, ok)
+        found[role] = column
+        if column is not None:
+            taken.add(column)
     found["text"] = _by_name(
         [c for c in columns if c not in taken],
         TEXT_NAMES,
@@ -173,7 +211,9 @@ def detect_roles(table: pa.Table, *, skip: frozenset[str] = frozenset()) -> dict
             and _mean_length(table.column(c)) >= LONG_TEXT_MIN_MEAN
         ]
         found["text"] = long_cols[0] if len(long_cols) == 1 else None
-    return {role: found[role] for role in ROLE_NAMES}
+    roles = {role: found[role] for role in CORE_ROLE_NAMES}
+    roles.update({role: found[role] for role in METADATA_ROLE_NAMES if found[role] is not None})
+    return roles
 
 
 def _available(table: pa.Table) -> str:
@@ -315,7 +355,7 @@ def assemble(loaded: Loaded, overrides: Mapping[RoleName, str | None], source: s
         if loaded.streamed is not None:
             detected[loaded.streamed[0]] = loaded.streamed[1].column
         found = detect_roles(table, skip=frozenset(taken))
-        detected = {role: detected[role] or found[role] for role in ROLE_NAMES}
+        detected = {role: detected[role] or found.get(role) for role in ROLE_NAMES}
     chosen: dict[RoleName, str | None] = {role: named.get(role, detected[role]) for role in ROLE_NAMES}
     explicit = set(named)
     if loaded.streamed is not None:

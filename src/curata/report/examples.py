@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curata.dataset import SPLIT_ALIASES, Dataset
 
@@ -16,9 +17,10 @@ MAX_TEXT_CHARS = 2_000
 class _Previewer:
     """Looks up a record by id and renders its label, split, text or thumbnail."""
 
-    def __init__(self, dataset: Dataset, name: str) -> None:
+    def __init__(self, dataset: Dataset, name: str, pii_spans: dict[str, list[Any]] | None = None) -> None:
         self.dataset = dataset
         self.name = name
+        self.pii_spans = pii_spans or {}
         self._rows: dict[str, int] | None = None
 
     def row_of(self, record_id: str) -> int | None:
@@ -52,6 +54,11 @@ class _Previewer:
             out["split"] = None if value is None else SPLIT_ALIASES.get(str(value).lower(), str(value))
         if roles.text:
             value = self.dataset.take("text", np.array([row]))[0].as_py()
+            if value is not None and record_id in self.pii_spans:
+                from curata.signals.pii import redact_text
+
+                # Personal data found in a record is never shown in clear, whichever check shows it.
+                value = redact_text(str(value), self.pii_spans[record_id], style="mask")
             out["text"] = None if value is None else str(value)[:MAX_TEXT_CHARS]
         if roles.image:
             from curata.signals.image import thumbnail_data_uri
@@ -90,11 +97,23 @@ def pick_by_group(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]
     return sorted(out, key=lambda r: position[id(r)])
 
 
+def pii_spans(findings: pa.Table) -> dict[str, list[Any]]:
+    """The personal-data spans the ``pii`` check found in each record's text, by record id."""
+    out: dict[str, list[Any]] = {}
+    if findings.num_rows == 0:
+        return out
+    for row in findings.filter(pc.equal(findings.column("check"), "pii")).to_pylist():
+        spans = json.loads(row["evidence"] or "{}").get("spans")
+        if spans:
+            out.setdefault(row["record_id"], []).extend(spans)
+    return out
+
+
 def worst_examples(
     findings: pa.Table, dataset: Dataset, refs: list[Dataset], per_check: int
 ) -> dict[str, list[dict[str, Any]]]:
     """Up to ``per_check`` findings per check, highest score first, with record previews."""
-    data = _Previewer(dataset, "data")
+    data = _Previewer(dataset, "data", pii_spans(findings))
     ref_previewers = [_Previewer(r, f"reference {i}") for i, r in enumerate(refs, start=1)]
     by_check: dict[str, list[dict[str, Any]]] = {}
     for row in findings.to_pylist():

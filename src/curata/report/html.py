@@ -78,6 +78,29 @@ _QUALITY_METRIC: dict[str, str] = {
 }
 
 
+def _licence_view(raw: Any) -> dict[str, Any] | None:
+    """Rows of licence, records and obligations, and what the whole dataset obliges its users to."""
+    summary = _mapping(raw)
+    if not summary:
+        return None
+    obligations = _mapping(summary.get("obligations"))
+    counts = _mapping(summary.get("licences"))
+    rows = [
+        {"licence": str(name), "records": n, "obligations": ", ".join(map(str, obligations.get(name) or []))}
+        for name, n in sorted(counts.items(), key=lambda kv: -int(kv[1] or 0))
+    ]
+    sources = _mapping(summary.get("sources"))
+    return {
+        "rows": rows,
+        "records": summary.get("records"),
+        "missing": summary.get("missing", 0),
+        "unknown": summary.get("unknown", 0),
+        "dataset_obligations": [str(o) for o in summary.get("dataset_obligations") or []],
+        "hosts": sources.get("distinct_hosts"),
+        "with_source": sources.get("records_with_source"),
+    }
+
+
 def render_html(report: dict[str, Any], examples: dict[str, list[dict[str, Any]]]) -> str:
     """Return the whole report page as an HTML string.
 
@@ -616,6 +639,7 @@ def _check_rows(
                 "worst": worst,
                 "error": info.get("error"),
                 "reason": info.get("reason"),
+                "notes": [str(n) for n in info.get("notes") or []],
                 "seconds": info.get("seconds"),
                 "description": str(info.get("description") or ""),
                 "histogram": hist,
@@ -679,6 +703,7 @@ def build_context(report: Mapping[str, Any], examples: Mapping[str, list[dict[st
         "totals": totals,
         "charts": _charts(stats),
         "embedding_map": emap,
+        "licences": _licence_view(stats.get("licences")),
         "timings": [(str(k).removesuffix("_s"), v) for k, v in timings.items()],
         "total_s": timings.get("total_s"),
         "exit": {

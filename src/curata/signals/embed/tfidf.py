@@ -17,7 +17,8 @@ from curata.signals.embed.base import Encoder, unit_rows
 @dataclass
 class HashedTfidfSvd(Encoder):
     """Character 3-5-gram counts hashed into ``n_features`` buckets, TF-IDF weighted, then projected
-    onto the top ``dim`` singular vectors of a seeded sample of the data (LSA).
+    onto the top ``dim`` singular vectors of a seeded sample of the data (LSA), over the buckets
+    that two or more sample texts share.
 
     Fitting needs no labels; the sample is chosen by content hash (the records with the smallest
     hashes), so it is stable when a few records change and the cached vectors stay valid.
@@ -63,22 +64,28 @@ class HashedTfidfSvd(Encoder):
         df = np.bincount(counts.indices, minlength=self.n_features)
         idf = (np.log((1.0 + len(texts)) / (1.0 + df)) + 1.0).astype(np.float32)
         weighted = _normalise_sparse(_log_tf(counts).multiply(idf).tocsr())
+        # Only n-grams shared by two or more sample texts can relate texts to each other; the rest
+        # (most of the hashed space) would make the randomized SVD work on a 2^18-row dense basis.
+        shared = np.flatnonzero(df >= 2).astype(np.int32)
+        if shared.size < 2:
+            raise ConfigError("tfidf-svd needs texts that share some character n-grams to fit")
+        weighted = weighted[:, shared]
         k = min(self.dim, max(1, min(weighted.shape) - 1))
         svd = TruncatedSVD(n_components=k, algorithm="randomized", n_iter=5, random_state=self.seed)
         svd.fit(weighted)
         components = svd.components_.astype(np.float32)
-        digest = hashlib.sha256(idf.tobytes() + components.tobytes()).hexdigest()[:16]
+        digest = hashlib.sha256(idf.tobytes() + shared.tobytes() + components.tobytes()).hexdigest()[:16]
         state_dir.mkdir(parents=True, exist_ok=True)
         path = state_dir / f"tfidf-svd-{digest}.npz"
         if not path.exists():
             tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, idf=idf, components=components)
+            np.savez(tmp, idf=idf, shared=shared, components=components)
             tmp.replace(path)
         return HashedTfidfSvd(self.dim, self.n_features, self.seed, str(path), digest)
 
     def fingerprint(self) -> str:
         """Settings plus the digest of the fitted weights."""
-        return f"tfidf-svd-v1-char_wb3-5-h{self.n_features}-d{self.dim}-s{self.seed}-{self.state_digest}"
+        return f"tfidf-svd-v2-char_wb3-5-h{self.n_features}-d{self.dim}-s{self.seed}-{self.state_digest}"
 
     def encode(self, batch: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         """Project each text; missing or blank texts get a zero row and ok=False."""
@@ -87,15 +94,15 @@ class HashedTfidfSvd(Encoder):
         state = getattr(self, "_loaded_state", None)
         if state is None:
             with np.load(self.state_path) as npz:
-                state = (npz["idf"], npz["components"])
+                state = (npz["idf"], npz["shared"], npz["components"])
             self._loaded_state = state
-        idf, components = state
+        idf, shared, components = state
         ok = np.array([isinstance(t, str) and bool(t.strip()) for t in batch], dtype=bool)
         out = np.zeros((len(batch), components.shape[0]), dtype=np.float32)
         if ok.any():
             texts = [str(t) for t, good in zip(batch, ok, strict=True) if good]
             weighted = _normalise_sparse(_log_tf(self._vectorizer().transform(texts)).multiply(idf).tocsr())
-            out[ok] = unit_rows(weighted @ components.T)
+            out[ok] = unit_rows(weighted[:, shared] @ components.T)
         return out, ok
 
 
