@@ -1,4 +1,5 @@
-"""The whole loop on data made in code: audit -> dry run -> curate -> diff -> export -> audit -> verify.
+"""The whole loop on data made in code: audit -> dry run -> curate -> diff -> export -> audit -> card ->
+verify.
 
 Planted: an exact duplicate in train, a train record leaked into test, flipped labels (with
 out-of-sample probabilities from a "model" that knows the true topic). Also the bad-input paths
@@ -19,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -245,7 +247,25 @@ def test_the_whole_loop_on_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         assert "leak1" in ids and "r003" not in ids and "dup1" not in ids
     assert data.read_bytes() == source
 
-    # 6. verify: intact, then a tampered log entry, then a tampered version file.
+    # 6. card: README.md (Hugging Face card) and croissant.json from what was measured, logged.
+    res = invoke("card", "v1", "--out", "card")
+    assert res.exit_code == 0, res.output
+    card = (root / "card" / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["size_categories"] == ["n<1K"] and "text-classification" in header["task_categories"]
+    assert "split_leakage" in card and "exact_duplicate" in card
+    head = json.loads((ws / "log.head").read_text())
+    assert "card v1" in json.loads((ws / "log.jsonl").read_text().splitlines()[-1])["command"]
+    assert json.loads((root / "card" / "croissant.json").read_text())["conformsTo"].endswith("croissant/1.0")
+    assert head["seq"] >= 4
+    res = invoke("card", "v1", "--out", "card")  # the folder now holds a card: replaced, not refused
+    assert res.exit_code == 0, res.output
+    (root / "elsewhere").mkdir()
+    (root / "elsewhere" / "notes.txt").write_text("mine")
+    res = invoke("card", "v1", "--out", "elsewhere")
+    assert res.exit_code == 2 and (root / "elsewhere" / "notes.txt").read_text() == "mine"
+
+    # 7. verify: intact, then a tampered log entry, then a tampered version file.
     res = invoke("verify")
     assert res.exit_code == 0 and res.output.startswith("ok:"), res.output
     log = ws / "log.jsonl"
@@ -396,6 +416,7 @@ def test_missing_version_is_one_line(curated: Path) -> None:
         ("diff", "v1", "v9"),
         ("export", "v9", "--to", str(curated / "x")),
         ("plan", "show", "v9"),
+        ("card", "v9", "--out", str(curated / "card")),
     ):
         res = invoke(*args, "-w", ws)
         assert res.exit_code == 2, args
