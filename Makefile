@@ -39,6 +39,10 @@ bench: install-dev
 	$(BIN)/python benchmarks/bench_image_dups.py
 	$(BIN)/python benchmarks/bench_audit.py
 	$(BIN)/python benchmarks/bench_pii.py
+	$(BIN)/python benchmarks/bench_label_issues.py
+	$(BIN)/python benchmarks/bench_label_issues_e2e.py
+	$(BIN)/python benchmarks/bench_semantic_dups.py
+	$(BIN)/python benchmarks/bench_ssl.py
 
 clean:
 	rm -rf demo-out .curata benchmarks/results

@@ -15,7 +15,9 @@ noise it is already 0.82.
 
 How curata's defaults were chosen: on the three sparsity-0 settings only (grid: 0-5 EM refinement
 passes x 1-10 solver steps; mean F1 was flat at 0.864-0.871 there, 2 passes x 3 steps gave F1 0.870
-and AUPRC 0.894 at a third of the cost of 10 steps); the nine other settings are verification.
+and AUPRC 0.894 at a third of the cost of 10 steps); the nine other settings are verification.  The
+reading of the predictions (noise rows or fitted profiles) and the sharpness are not tuned here: each
+call picks them by the likelihood of its own given labels (the chosen ones are in the JSON).
 
 Speed: 1,000,000 x 10 float32 predicted probabilities made by tiling the 50,000 rows of
 ``sparsity_0_0__noise_0_4`` 20 times, multiplying every entry by exp(0.2 N(0, 1)) (numpy
@@ -105,6 +107,8 @@ def quality(name: str) -> dict[str, Any]:
             "suggested_label_accuracy_on_found": round(
                 float((res.suggested_label == true)[res.is_issue & truth].mean()), 4
             ),
+            "reading": res.reading,
+            "sharpness": res.sharpness,
             "seconds": round(t_curata, 3),
         },
         "cleanlab": {
@@ -233,6 +237,7 @@ def main() -> None:
             f"{c['recall']:>7.3f}{c['f1']:>7.3f}{c['auprc']:>7.3f} | {k['precision']:>10.3f}"
             f"{k['recall']:>7.3f}{k['f1']:>7.3f}{k['auprc']:>7.3f}"
             f" | {c['f1'] - k['f1']:>+6.3f}{c['auprc'] - k['auprc']:>+7.3f}"
+            f"  ({c['reading']}, sharpness {c['sharpness']:g})"
         )
     c, k = means["curata"], means["cleanlab"]
     print(

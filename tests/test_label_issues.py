@@ -188,6 +188,10 @@ def test_bad_row_outside_fit_sample_is_reported() -> None:
         ({"chunk_rows": 0}, "chunk_rows"),
         ({"chunk_rows": True}, "chunk_rows"),
         ({"seed": -3}, "seed"),
+        ({"reading": "mean"}, "reading must be auto, noise_rows or profiles"),
+        ({"sharpness": 0.5}, "sharpness must be None or a number in \\[1, 16\\]"),
+        ({"sharpness": True}, "sharpness"),
+        ({"select_rows": 0}, "select_rows"),
     ],
 )
 def test_bad_settings_raise_config_error(kwargs: dict[str, Any], message: str) -> None:
@@ -198,3 +202,90 @@ def test_bad_settings_raise_config_error(kwargs: dict[str, Any], message: str) -
 def test_settings_argument_type_is_checked() -> None:
     with pytest.raises(ConfigError, match="LabelIssueSettings"):
         find_label_issues([0, 1], [[0.5, 0.5], [0.5, 0.5]], {"threshold": 0.5})  # type: ignore[arg-type]
+
+
+def soft_predictions(
+    n: int = 3000, k: int = 5, flip_rate: float = 0.2, own: float = 0.5, conc: float = 20.0, seed: int = 0
+) -> Arrays:
+    """(pred_probs, given, true) from an imprecise model: a record of true class ``c`` is predicted
+    about ``own`` on ``c`` and the rest spread evenly (whatever its label), a Dirichlet draw with
+    concentration ``conc``; ``flip_rate`` of the labels moved to a uniformly drawn other class."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, k, n)
+    given = true.copy()
+    flips = rng.choice(n, int(flip_rate * n), replace=False)
+    given[flips] = (true[flips] + rng.integers(1, k, flips.size)) % k
+    profile = np.full((k, k), (1.0 - own) / (k - 1))
+    np.fill_diagonal(profile, own)
+    probs = np.stack([rng.dirichlet(conc * profile[c]) for c in true])
+    return probs, given.astype(np.int64), true.astype(np.int64)
+
+
+def test_soft_predictions_are_read_through_profiles_and_sharpened() -> None:
+    # A weak model puts ~0.5 on the true class even for clean records, and a few percent on the wrong
+    # given label of a flipped one; reading that as evidence for the label (noise rows, no
+    # sharpening: the former estimator) keeps most wrong labels.
+    probs, given, true = soft_predictions()
+    truth = given != true
+    res = find_label_issues(given, probs)
+    assert res.reading == "profiles" and res.sharpness > 1.0
+    precision, recall = precision_recall(res.is_issue, truth)
+    assert precision >= 0.95 and recall >= 0.93, (precision, recall)
+    # The profiles are the mean predictions (about 0.5 on the diagonal), the noise matrix the flips.
+    assert np.all(np.abs(np.diag(res.profiles) - 0.5) < 0.08)
+    assert np.all(np.abs(np.diag(res.noise_matrix) - 0.8) < 0.06)
+    old = find_label_issues(given, probs, LabelIssueSettings(reading="noise_rows", sharpness=1.0))
+    assert old.reading == "noise_rows" and old.sharpness == 1.0
+    assert precision_recall(old.is_issue, truth)[1] < 0.3
+    # The chosen candidate is the one under which the given labels are most probable.
+    for reading in ("noise_rows", "profiles"):
+        for g in (1.0, 2.0):
+            other = find_label_issues(given, probs, LabelIssueSettings(reading=reading, sharpness=g))
+            assert other.label_log_likelihood <= res.label_log_likelihood + 1e-12
+    # The score still ranks: no ties between the flagged records' scores flatten it to 0/1.
+    assert np.unique(res.score[res.is_issue]).size > 0.9 * res.num_issues
+
+
+def test_scattered_predictions_around_noise_rows_are_sharpened() -> None:
+    # Predictions scattered around the noise rows: the chosen sharpening finds the flips the plain
+    # reading (noise rows, no sharpening) keeps, without false alarms.
+    probs, given, true = planted(flip_rate=0.25, sharp=30.0, seed=4)
+    truth = given != true
+    res = find_label_issues(given, probs)
+    plain = find_label_issues(given, probs, LabelIssueSettings(reading="noise_rows", sharpness=1.0))
+    assert res.sharpness > 1.0
+    precision, recall = precision_recall(res.is_issue, truth)
+    assert precision >= 0.98 and recall >= 0.97, (precision, recall)
+    assert recall > precision_recall(plain.is_issue, truth)[1] + 0.1
+
+
+def test_lone_flips_among_clean_records_are_found() -> None:
+    # 1% of labels flipped, predictions sharp on the true class: every flip is clearly wrong.  The
+    # EM must not drift to "no noise" and keep them (the former estimator found 0-1 of the 20).
+    rng = np.random.default_rng(11)
+    n, k = 2000, 5
+    true = rng.integers(0, k, n)
+    profile = np.full((k, k), 0.1 / (k - 1))
+    np.fill_diagonal(profile, 0.9)
+    probs = np.stack([rng.dirichlet(100.0 * profile[c]) for c in true])
+    given = true.copy()
+    flips = rng.choice(n, 20, replace=False)
+    given[flips] = (true[flips] + rng.integers(1, k, flips.size)) % k
+    res = find_label_issues(given, probs)
+    assert res.is_issue[flips].all(), np.sort(res.score[flips])[:5]
+    assert res.num_issues <= 22
+    assert np.array_equal(res.suggested_label[flips], true[flips])
+
+
+def test_candidate_selection_on_a_sample_is_seeded() -> None:
+    probs, given, _ = soft_predictions(n=2500, seed=3)
+    small = LabelIssueSettings(select_rows=800)
+    a = find_label_issues(given, probs, small)
+    b = find_label_issues(given, probs, small)
+    assert np.array_equal(a.score, b.score) and (a.reading, a.sharpness) == (b.reading, b.sharpness)
+    # Chosen on 800 rows, fitted on all: about the same flags as choosing on all rows.
+    full = find_label_issues(given, probs, LabelIssueSettings(select_rows=10_000))
+    assert (a.is_issue != full.is_issue).mean() < 0.02
+    # A fixed reading and sharpness skip the selection.
+    fixed = find_label_issues(given, probs, LabelIssueSettings(reading="profiles", sharpness=2.0))
+    assert (fixed.reading, fixed.sharpness) == ("profiles", 2.0)
