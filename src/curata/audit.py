@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curata import __version__
@@ -151,12 +152,15 @@ def audit(
     settings: AuditSettings | None = None,
     engine: str = "local",
     workers: int | None = None,
+    ray_address: str | None = None,
     workspace: str | Path | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> AuditResult:
     """Audit ``data`` and write ``findings.parquet``, ``report.json`` and ``report.html`` to ``out``.
 
     ``on_step`` is called with a short description as each step starts (for progress display).
+    ``engine`` is ``local`` or ``ray``; ``ray_address`` names the Ray cluster (``auto``,
+    ``HOST:PORT``, ``ray://HOST:PORT``; None starts Ray in this process).
     """
     settings = settings or AuditSettings()
     step = on_step or (lambda _: None)
@@ -200,7 +204,7 @@ def audit(
 
     t = time.perf_counter()
     step("computing signals")
-    eng = get_engine(engine, workers)
+    eng = get_engine(engine, workers, address=ray_address)
     workspace_dir = Path(workspace) if workspace else out.resolve().parent / ".curata"
     cache = SignalCache(workspace_dir)
     signals = compute_signals(dataset, eng, settings.signals, cache, label="data")
@@ -295,7 +299,9 @@ def run_checks(
         if notes:  # what a check could not look at (e.g. names without the spaCy model)
             entry["notes"] = list(notes)
         entry["count"] = table.num_rows
-        entry["by_severity"] = dict(Counter(table.column("severity").to_pylist()))
+        entry["by_severity"] = {
+            v["values"]: v["counts"] for v in pc.value_counts(table.column("severity")).to_pylist()
+        }
         tables.append(table)
     return concat_findings(tables), status
 
@@ -303,7 +309,7 @@ def run_checks(
 def _worst_severity(findings: pa.Table) -> str | None:
     if findings.num_rows == 0:
         return None
-    worst: str = max(set(findings.column("severity").to_pylist()), key=lambda s: SEVERITY_RANK[s])
+    worst: str = max(pc.unique(findings.column("severity")).to_pylist(), key=lambda s: SEVERITY_RANK[s])
     return worst
 
 
@@ -333,7 +339,9 @@ def build_report(
         stats["duplicate_cluster_sizes"] = {str(k): v for k, v in sorted(sizes.items())}
     stats["score_histograms"] = score_histograms(findings)
     stats["findings"] = findings.num_rows
-    stats["records_with_findings"] = len(set(findings.column("record_id").to_pylist()))
+    stats["records_with_findings"] = (
+        pc.count_distinct(findings.column("record_id"), mode="all").as_py() if findings.num_rows else 0
+    )
     from curata.report.embedding_map import embedding_map
     from curata.report.json import check_statistics
 

@@ -31,7 +31,11 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 @app.command()
 def audit(
     data: Annotated[
-        Path, typer.Argument(help="Parquet/CSV/JSONL file or folder, image folder, or HF folder.")
+        str,
+        typer.Argument(
+            help="Parquet/CSV/JSONL file or folder, image folder, or HF folder; or s3:// / gs:// "
+            "Parquet file or folder."
+        ),
     ],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for findings and reports.")],
     reference: Annotated[
@@ -55,8 +59,17 @@ def audit(
     fail_on: Annotated[
         str | None, typer.Option(help="Exit 1 when a finding is at or above this severity (error|warning).")
     ] = None,
-    engine: Annotated[str, typer.Option(help="Execution engine (local).")] = "local",
+    engine: Annotated[
+        str, typer.Option(help="Execution engine: local (this machine) or ray (a Ray cluster).")
+    ] = "local",
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster for --engine ray: auto, HOST:PORT or ray://HOST:PORT "
+            "(default: start Ray in this process)."
+        ),
+    ] = None,
     workspace: Annotated[
         Path | None, typer.Option(help="Signal cache folder (default: .curata beside OUT).")
     ] = None,
@@ -151,6 +164,7 @@ def audit(
                 settings=settings,
                 engine=engine,
                 workers=workers,
+                ray_address=ray_address,
                 workspace=workspace,
                 on_step=(lambda text: status.update(f"{text}…")) if status is not None else None,
             )

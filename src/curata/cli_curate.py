@@ -111,8 +111,17 @@ def register(app: typer.Typer) -> None:
         split_column: Annotated[str | None, typer.Option(help="Column holding split names.")] = None,
         license_column: Annotated[str | None, typer.Option(help="Column holding licences (SPDX).")] = None,
         source_column: Annotated[str | None, typer.Option(help="Column holding sources (URLs).")] = None,
-        engine: Annotated[str, typer.Option(help="Execution engine (local).")] = "local",
+        engine: Annotated[
+            str, typer.Option(help="Execution engine: local (this machine) or ray (a Ray cluster).")
+        ] = "local",
         workers: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
+        ray_address: Annotated[
+            str | None,
+            typer.Option(
+                help="Ray cluster for --engine ray: auto, HOST:PORT or ray://HOST:PORT "
+                "(default: start Ray in this process)."
+            ),
+        ] = None,
         examples: Annotated[int, typer.Option(help="Example records shown per action and check.")] = 2,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or plan table.")] = False,
     ) -> None:
@@ -141,6 +150,7 @@ def register(app: typer.Typer) -> None:
                     source_column=source_column,
                     engine=engine,
                     workers=workers,
+                    ray_address=ray_address,
                     command=cmd,
                     on_step=(lambda text: status.update(f"{text}…")) if status is not None else None,
                     on_warning=_warn,

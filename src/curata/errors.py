@@ -30,3 +30,7 @@ class CheckFailedError(CurataError, RuntimeError):
 
 class WorkspaceError(CurataError, RuntimeError):
     """The curata workspace (``.curata/``) is locked, missing something asked for, or damaged."""
+
+
+class EngineError(CurataError, RuntimeError):
+    """The engine lost work it could not redo (e.g. a worker died more often than retries allow)."""

@@ -12,18 +12,24 @@ pairs) joins into one group either way; pair-level recall inside such buckets is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import shutil
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numba
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
+from curata import outofcore
 from curata.errors import ConfigError
 from curata.signals.text import MinHashSettings, band_keys, minhash_signatures, shingle_hashes
 
 __all__ = [
     "DEFAULT_MAX_BUCKET",
     "candidate_pairs",
+    "connected_labels",
     "cross_candidate_pairs",
     "jaccard_of_pairs",
     "near_duplicate_pairs",
@@ -70,13 +76,36 @@ def candidate_pairs(band_keys: npt.ArrayLike, max_bucket: int = DEFAULT_MAX_BUCK
     Pairs have ``i < j``, are unique and sorted.  Buckets of at most ``max_bucket`` rows emit every pair;
     larger buckets emit a star from their lowest row plus a chain over consecutive rows (see the module
     docstring), so the output stays linear in n however many rows collide.
+
+    Up to ``OutOfCoreSettings.max_in_memory_keys`` keys (rows x bands) the buckets are formed in numpy;
+    above it, in DuckDB (see :func:`_candidate_pairs_duckdb`), which spills to disk, so memory beyond
+    the keys themselves and the result stays bounded by ``OutOfCoreSettings.chunk_rows``.  Both paths
+    return identical pairs.
     """
     keys = _check_keys(band_keys, "band_keys")
     if isinstance(max_bucket, bool) or not isinstance(max_bucket, int | np.integer) or max_bucket < 2:
         raise ConfigError(f"max_bucket must be an integer >= 2, got {max_bucket!r}")
+    settings = outofcore.current()
+    if keys.size > settings.max_in_memory_keys and keys.shape[0] >= 2 and _duckdb_key_type(keys) is not None:
+        return _candidate_pairs_duckdb(keys, int(max_bucket), settings)
+    return _candidate_pairs_numpy(keys, int(max_bucket))
+
+
+def _small_bucket_pairs(rows: I64, starts: I64, sizes: I64) -> tuple[I64, I64]:
+    """Every pair inside each run ``rows[s : s + size]`` (rows ascending inside a run)."""
+    pos = _ranges(starts, sizes)
+    local = pos - np.repeat(starts, sizes)
+    partners = np.repeat(sizes, sizes) - 1 - local
+    left_pos = np.repeat(pos, partners)
+    right_pos = left_pos + 1 + _ranges(np.zeros(partners.size, dtype=np.int64), partners)
+    return rows[left_pos], rows[right_pos]
+
+
+def _candidate_pairs_numpy(keys: npt.NDArray[np.generic], max_bucket: int) -> I64:
+    """In-memory candidate pairs: one stable sort per band column, one int64 code per emitted pair."""
     n = keys.shape[0]
-    lefts: list[I64] = []
-    rights: list[I64] = []
+    codes: list[I64] = []
+    width = np.int64(max(n, 1))
     for col in range(keys.shape[1]):
         column = keys[:, col]
         # A stable sort keeps each bucket's rows ascending, so the first member is the lowest row.
@@ -86,30 +115,256 @@ def candidate_pairs(band_keys: npt.ArrayLike, max_bucket: int = DEFAULT_MAX_BUCK
         is_start[1:] = ordered[1:] != ordered[:-1]
         bstart = np.flatnonzero(is_start)
         bsize = np.diff(np.append(bstart, n))
+        del ordered, is_start
         small = (bsize >= 2) & (bsize <= max_bucket)
         if small.any():
-            s_start, s_size = bstart[small], bsize[small]
-            pos = _ranges(s_start, s_size)
-            local = pos - np.repeat(s_start, s_size)
-            partners = np.repeat(s_size, s_size) - 1 - local
-            left_pos = np.repeat(pos, partners)
-            right_pos = left_pos + 1 + _ranges(np.zeros(partners.size, dtype=np.int64), partners)
-            lefts.append(order[left_pos])
-            rights.append(order[right_pos])
+            left, right = _small_bucket_pairs(order, bstart[small], bsize[small])
+            codes.append(np.minimum(left, right) * width + np.maximum(left, right))
         big = bsize > max_bucket
         if big.any():
             b_start, b_size = bstart[big], bsize[big]
             members = _ranges(b_start + 1, b_size - 1)  # every member but the first
             hubs = np.repeat(b_start, b_size - 1)
-            lefts.append(order[hubs])  # star
-            rights.append(order[members])
-            lefts.append(order[members[members - 1 != hubs] - 1])  # chain, minus links the star has
-            rights.append(order[members[members - 1 != hubs]])
-    if not lefts:
+            chain = members[members - 1 != hubs]  # chain links, minus those the star has
+            for left, right in ((order[hubs], order[members]), (order[chain - 1], order[chain])):
+                codes.append(np.minimum(left, right) * width + np.maximum(left, right))
+    if not codes:
         return np.zeros((0, 2), dtype=np.int64)
-    left = np.concatenate(lefts)
-    right = np.concatenate(rights)
-    return _unique_pairs(np.minimum(left, right), np.maximum(left, right), max(n, 1))
+    unique = np.unique(np.concatenate(codes))
+    del codes
+    return np.stack([unique // width, unique % width], axis=1).astype(np.int64)
+
+
+def _duckdb_key_type(keys: npt.NDArray[np.generic]) -> str | None:
+    """DuckDB type of a band key column, or None when the dtype is not an integer (numpy path then)."""
+    kind = keys.dtype.kind
+    if kind == "u":
+        return {1: "UTINYINT", 2: "USMALLINT", 4: "UINTEGER", 8: "UBIGINT"}.get(keys.dtype.itemsize)
+    if kind == "i":
+        return {1: "TINYINT", 2: "SMALLINT", 4: "INTEGER", 8: "BIGINT"}.get(keys.dtype.itemsize)
+    return None
+
+
+def _key_entries(keys: npt.NDArray[np.generic], rows_per_batch: int, bands: range) -> pa.RecordBatchReader:
+    """Stream the (band, key, row) entries of ``keys`` for ``bands``, ``rows_per_batch`` rows of one
+    band at a time.
+
+    Keys of at most 32 bits are packed with their band into one UBIGINT ``bk`` (a single-column
+    group-by is much cheaper in DuckDB); wider keys travel as (band, key).
+    """
+    n = keys.shape[0]
+    packed = keys.dtype.kind == "u" and keys.dtype.itemsize <= 4
+    row_type = pa.uint32() if n < 2**32 else pa.uint64()
+    if packed:
+        schema = pa.schema([("bk", pa.uint64()), ("row", row_type)])
+    else:
+        schema = pa.schema(
+            [("band", pa.uint32()), ("key", pa.from_numpy_dtype(keys.dtype)), ("row", row_type)]
+        )
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for lo in range(0, n, rows_per_batch):
+            hi = min(n, lo + rows_per_batch)
+            rows = pa.array(np.arange(lo, hi, dtype=row_type.to_pandas_dtype()))
+            for b in bands:
+                column = np.ascontiguousarray(keys[lo:hi, b])
+                outofcore.record(hi - lo)
+                if packed:
+                    bk = (np.uint64(b) << np.uint64(32)) | column.astype(np.uint64)
+                    yield pa.record_batch([pa.array(bk), rows], schema=schema)
+                else:
+                    band = pa.array(np.full(hi - lo, b, dtype=np.uint32))
+                    yield pa.record_batch([band, pa.array(column), rows], schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+#: Bytes DuckDB's group-by needs per (band, key, row) entry, to size the bands sent per query.
+_DUCKDB_ENTRY_BYTES = 64
+
+
+class _BucketStream:
+    """Turns the (bucket, row, size, hub) rows of multi-row buckets, sorted by bucket then row and read
+    in chunks, into candidate pairs with exactly the in-memory rules (all pairs of a bucket of at most
+    ``max_bucket`` rows; a star from ``hub``, the bucket's lowest row, plus a chain otherwise).
+
+    A chunk may end inside a bucket: a small bucket's rows are carried into the next chunk (at most
+    ``max_bucket`` of them); a big bucket is emitted as it streams, carrying only its last row for the
+    chain.  Pairs are emitted in slices of about ``chunk_rows`` pairs.
+    """
+
+    def __init__(self, max_bucket: int, chunk_rows: int) -> None:
+        self.max_bucket = max_bucket
+        self.chunk_rows = chunk_rows
+        self.carry: list[npt.NDArray[Any]] | None = None
+        self.big_tail: tuple[tuple[Any, ...], int] | None = None  # (bucket key, last row) of a big bucket
+
+    def feed(self, columns: list[npt.NDArray[Any]], final: bool) -> Iterator[tuple[I64, I64]]:
+        """Consume one chunk: ``columns`` = [*bucket key columns, row, size, hub]; yield (left, right)."""
+        if self.carry is not None:
+            columns = [np.concatenate([c, x]) for c, x in zip(self.carry, columns, strict=True)]
+            self.carry = None
+        *key_cols, rows, size, hub = columns
+        length = rows.size
+        if length == 0:
+            return
+        is_start = np.zeros(length, dtype=bool)
+        is_start[0] = True
+        for k in key_cols:
+            is_start[1:] |= k[1:] != k[:-1]
+        starts = np.flatnonzero(is_start)
+        counts = np.diff(np.append(starts, length))
+        run_size = size[starts]
+        if not final and run_size[-1] <= self.max_bucket and counts[-1] < run_size[-1]:
+            cut = int(starts[-1])
+            self.carry = [c[cut:] for c in columns]
+            starts, counts, run_size = starts[:-1], counts[:-1], run_size[:-1]
+            if starts.size == 0:
+                return
+        small = run_size <= self.max_bucket
+        # Pairs each run emits: s(s-1)/2 for a small bucket, at most 2 per row for a big one.
+        cost = np.where(small, counts * (counts - 1) // 2, 2 * counts)
+        cum = np.cumsum(cost)
+        cuts = np.searchsorted(cum, np.arange(self.chunk_rows, int(cum[-1]), self.chunk_rows), side="right")
+        bounds = np.unique(np.concatenate([[0], cuts, [starts.size]]))
+        for a, b in itertools.pairwise(bounds.tolist()):
+            if b <= a:
+                continue
+            yield from self._emit(key_cols, rows, hub, starts[a:b], counts[a:b], small[a:b])
+        last = int(starts[-1])
+        if not small[-1]:
+            self.big_tail = (tuple(k[last] for k in key_cols), int(rows[-1]))
+        else:
+            self.big_tail = None
+
+    def _emit(
+        self,
+        key_cols: list[npt.NDArray[Any]],
+        rows: I64,
+        hub: I64,
+        starts: I64,
+        counts: I64,
+        small: npt.NDArray[np.bool_],
+    ) -> Iterator[tuple[I64, I64]]:
+        if small.any():
+            left, right = _small_bucket_pairs(rows, starts[small], counts[small])
+            if left.size:
+                yield left, right
+        if not small.all():
+            b_start, b_count = starts[~small], counts[~small]
+            pos = _ranges(b_start, b_count)
+            members = rows[pos]
+            hubs = np.repeat(hub[b_start], b_count)
+            star = members != hubs
+            not_first = pos != np.repeat(b_start, b_count)
+            chain_right = pos[not_first]
+            chain_left = rows[chain_right - 1]
+            keep = chain_left != hubs[not_first]  # links the star already has
+            lefts = [hubs[star], chain_left[keep]]
+            rights = [members[star], rows[chain_right][keep]]
+            first = int(b_start[0])
+            if self.big_tail is not None and first == 0:
+                key, last_row = self.big_tail
+                if tuple(k[0] for k in key_cols) == key and last_row != int(hub[0]):
+                    lefts.append(np.array([last_row], dtype=np.int64))
+                    rights.append(rows[:1].astype(np.int64))
+            yield np.concatenate(lefts), np.concatenate(rights)
+
+
+def _candidate_pairs_duckdb(
+    keys: npt.NDArray[np.generic], max_bucket: int, settings: outofcore.OutOfCoreSettings
+) -> I64:
+    """Candidate pairs with the buckets formed out of core in DuckDB; identical to the numpy path.
+
+    1. The (band, key, row) entries of a few bands stream into a DuckDB group-by that keeps the
+       buckets of two or more rows with their size and lowest row (as many bands as its hash table
+       holds within the memory limit; past it DuckDB spills).
+    2. The same entries stream again through a join with those buckets, sorted by (bucket, row) out
+       of core, and come back in chunks; numpy emits each chunk's pairs (``_BucketStream``) and
+       writes them to Parquet spill files.  Then the next bands.
+    3. DuckDB drops the pairs found in several bands (DISTINCT) and returns them sorted, in chunks,
+       into the result array.
+    """
+    import pyarrow.parquet as pq
+
+    n, n_bands = keys.shape
+    chunk = settings.chunk_rows
+    packed = keys.dtype.kind == "u" and keys.dtype.itemsize <= 4
+    bucket = "bk" if packed else "band, key"
+    on = "e.bk = m.bk" if packed else "e.band = m.band AND e.key = m.key"
+    key_sel = "e.bk" if packed else "e.band, e.key"
+    # Bands go through DuckDB a few at a time, as many as its group-by holds within the memory
+    # limit: most (band, key) groups are single rows, and a hash table of all of them would spill.
+    per_query = max(1, min(n_bands, settings.memory_limit_mib * 2**20 // (_DUCKDB_ENTRY_BYTES * max(n, 1))))
+    with outofcore.duckdb_connection(settings, "lsh") as (con, folder):
+        # The entries are a stream of unknown length: keep DuckDB from building its join hash table
+        # on them (the order it would pick) rather than on the far smaller table of buckets.
+        con.execute("SET disabled_optimizers = 'join_order,build_side_probe_side'")
+        spill = folder / "pairs"
+        spill.mkdir()
+        pending: list[tuple[I64, I64]] = []
+        pending_rows = 0
+        files = 0
+
+        def flush() -> None:
+            nonlocal pending, pending_rows, files
+            if not pending:
+                return
+            left = np.concatenate([p[0] for p in pending])
+            right = np.concatenate([p[1] for p in pending])
+            outofcore.record(left.size)
+            pq.write_table(pa.table({"i": left, "j": right}), spill / f"p{files:06d}.parquet")
+            files += 1
+            pending, pending_rows = [], 0
+
+        for first in range(0, n_bands, per_query):
+            bands = range(first, min(n_bands, first + per_query))
+            con.register("entries", _key_entries(keys, chunk, bands))
+            con.execute(
+                f"CREATE OR REPLACE TABLE multi AS SELECT {bucket}, count(*)::BIGINT AS size, "
+                f"min(row)::BIGINT AS hub FROM entries GROUP BY {bucket} HAVING count(*) >= 2"
+            )
+            con.unregister("entries")
+            if con.execute("SELECT count(*) FROM multi").fetchall()[0][0] == 0:
+                continue
+            con.register("entries", _key_entries(keys, chunk, bands))
+            sorted_rows = con.sql(
+                f"SELECT {key_sel}, e.row::BIGINT AS row, m.size, m.hub FROM entries e "
+                f"JOIN multi m ON {on} ORDER BY {key_sel}, e.row"
+            ).to_arrow_reader(chunk)
+            stream = _BucketStream(max_bucket, chunk)
+            batches = iter(sorted_rows)
+            batch = next(batches, None)
+            while batch is not None:
+                following = next(batches, None)
+                outofcore.record(batch.num_rows)
+                cols = [np.asarray(c.to_numpy(zero_copy_only=False)) for c in batch.columns]
+                cols = [*cols[:-3], *(c.astype(np.int64, copy=False) for c in cols[-3:])]
+                for pair in stream.feed(cols, final=following is None):
+                    pending.append(pair)
+                    pending_rows += pair[0].size
+                    if pending_rows >= chunk:
+                        flush()
+                batch = following
+            con.unregister("entries")
+        flush()
+        if files == 0:
+            return np.zeros((0, 2), dtype=np.int64)
+        glob = (spill / "*.parquet").as_posix()
+        con.execute(f"CREATE TABLE pairs AS SELECT DISTINCT i, j FROM read_parquet('{glob}')")
+        shutil.rmtree(spill, ignore_errors=True)
+        m = int(con.execute("SELECT count(*) FROM pairs").fetchall()[0][0])
+        out = np.empty((m, 2), dtype=np.int64)
+        pos = 0
+        for part in con.sql("SELECT i, j FROM pairs ORDER BY i, j").to_arrow_reader(chunk):
+            k = part.num_rows
+            outofcore.record(k)
+            out[pos : pos + k, 0] = part.column(0).to_numpy()
+            out[pos : pos + k, 1] = part.column(1).to_numpy()
+            pos += k
+    if n and m and out[-1, 1] >= n:  # pragma: no cover - a broken invariant, not a user error
+        raise AssertionError("candidate pair row out of range")
+    return out
 
 
 def cross_candidate_pairs(
@@ -189,6 +444,39 @@ def _jaccard_kernel(hashes: U64, offsets: I64, pairs: I64, out: F64) -> None:  #
                 b += 1
         union = size - inter
         out[p] = inter / union if union > 0 else 0.0
+
+
+@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
+def _union_find_kernel(pairs: I64, parent: I64) -> None:  # pragma: no cover
+    """Union the two ends of every pair (union by smaller root, path halving)."""
+    for p in range(pairs.shape[0]):
+        a = pairs[p, 0]
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        b = pairs[p, 1]
+        while parent[b] != b:
+            parent[b] = parent[parent[b]]
+            b = parent[b]
+        if a < b:
+            parent[b] = a
+        elif b < a:
+            parent[a] = b
+    for i in range(parent.size):
+        parent[i] = parent[parent[i]]
+
+
+def connected_labels(n: int, pairs: npt.ArrayLike) -> I64:
+    """Label each of ``n`` nodes with the lowest node of its connected component over ``pairs``.
+
+    A union-find over the pairs in one pass: memory is the n labels, whatever the number of pairs.
+    """
+    pr = np.ascontiguousarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if pr.size and (pr.min() < 0 or pr.max() >= n):
+        raise ConfigError(f"pairs index nodes outside [0, {n})")
+    parent = np.arange(n, dtype=np.int64)
+    _union_find_kernel(pr, parent)
+    return parent
 
 
 def jaccard_of_pairs(hashes: npt.ArrayLike, offsets: npt.ArrayLike, pairs: npt.ArrayLike) -> F64:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -9,9 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from curata.checks.base import Check, Context, FindingsBuilder, clusters_from_pairs, register
+from curata.checks.base import FINDINGS_SCHEMA, Check, Context, FindingsBuilder, empty_findings, register
 from curata.checks.groups import shared_clusters, shared_exact, shared_near, shared_rank
 from curata.dataset import SPLIT_ORDER
+from curata.lsh import connected_labels
 
 
 def _needs_content(context: Context) -> str | None:
@@ -32,23 +34,34 @@ class ExactDuplicateCheck(Check):
     def run(self, context: Context) -> pa.Table:
         """One row per member of a duplicate group other than its first record."""
         exact = shared_exact(context)
-        ids = context.record_ids
-        sizes = Counter(exact.group[exact.group >= 0].tolist())
-        out = FindingsBuilder(self.name)
+        group = exact.group
+        rows = np.flatnonzero((group >= 0) & (group != np.arange(len(group))))
+        if len(rows) == 0:
+            return empty_findings()
+        reps = group[rows]
+        sizes = np.bincount(group[group >= 0], minlength=len(group))
+        # One key lookup per group, not per row.
+        uniq, inverse = np.unique(reps, return_inverse=True)
+        gids = np.array([f"exact-{exact.key(int(r))[:16]}" for r in uniq.tolist()], dtype=object)
         what = "text" if context.dataset.modality == "text" else "pixels"
-        for row in np.flatnonzero((exact.group >= 0) & (exact.group != np.arange(len(exact.group)))):
-            rep = int(exact.group[row])
-            key = exact.key(int(rep))
-            out.add(
-                ids[row],
-                related_id=ids[rep],
-                group_id=f"exact-{key[:16]}",
-                score=1.0,
-                severity="warning",
-                message=f"identical {what} to {ids[rep]} ({sizes[rep]} copies in this group)",
-                evidence={"group_size": sizes[rep]},
+
+        def chunk(lo: int, hi: int) -> pa.Table:
+            ids, rel = _record_ids(context, rows[lo:hi]), _record_ids(context, reps[lo:hi])
+            size = sizes[reps[lo:hi]].tolist()
+            return _findings(
+                self.name,
+                ids,
+                rel,
+                gids[inverse[lo:hi]].tolist(),
+                [1.0] * (hi - lo),
+                [
+                    f"identical {what} to {r} ({s} copies in this group)"
+                    for r, s in zip(rel, size, strict=True)
+                ],
+                [json.dumps({"group_size": s}) for s in size],
             )
-        return out.table()
+
+        return _chunked(len(rows), chunk)
 
 
 @register
@@ -66,41 +79,104 @@ class NearDuplicateCheck(Check):
         """One row per near-duplicate cluster member (exact representatives only) but the first."""
         exact = shared_exact(context)
         near = shared_near(context)
-        ids = context.record_ids
-        out = FindingsBuilder(self.name)
         if len(near.pairs) == 0:
-            return out.table()
+            return empty_findings()
         n = len(exact.group)
-        labels = clusters_from_pairs(n, near.pairs)
-        involved = np.unique(near.pairs)
-        best: dict[int, float] = {}
-        for (a, b), sim in zip(near.pairs.tolist(), near.similarity.tolist(), strict=True):
-            best[a] = max(best.get(a, 0.0), sim)
-            best[b] = max(best.get(b, 0.0), sim)
-        by_label: dict[int, list[int]] = {}
-        for row in involved.tolist():
-            by_label.setdefault(int(labels[row]), []).append(row)
-        direct = {
-            (int(a), int(b)): float(s)
-            for (a, b), s in zip(near.pairs.tolist(), near.similarity.tolist(), strict=True)
-        }
-        measure = "Jaccard" if context.dataset.modality == "text" else "similarity"
+        pairs = np.asarray(near.pairs, dtype=np.int64)
+        sims = np.asarray(near.similarity, dtype=np.float64)
+        involved = np.unique(pairs)
+        local = np.searchsorted(involved, pairs)
+        # Clusters are connected components, labelled by their lowest row: reported in that order.
+        label = connected_labels(len(involved), local)
+        best = np.zeros(len(involved), dtype=np.float64)
+        np.maximum.at(best, local[:, 0], sims)
+        np.maximum.at(best, local[:, 1], sims)
         rank = shared_rank(context)
-        for members in by_label.values():
-            members.sort(key=lambda r: rank[r])
-            rep = members[0]
-            for row in members[1:]:
-                sim = direct.get((min(rep, row), max(rep, row)), best[row])
-                out.add(
-                    ids[row],
-                    related_id=ids[rep],
-                    group_id=f"near-{ids[rep]}",
-                    score=sim,
-                    severity="warning",
-                    message=f"near duplicate of {ids[rep]} ({measure} {sim:.2f}, cluster of {len(members)})",
-                    evidence={"similarity": round(sim, 4), "cluster_size": len(members)},
-                )
-        return out.table()
+        order = np.lexsort((rank[involved], label))  # by cluster, then representative rank
+        lab = label[order]
+        first = np.r_[True, lab[1:] != lab[:-1]]
+        starts = np.flatnonzero(first)
+        size_of = np.diff(np.r_[starts, len(order)])
+        cluster_rep = np.repeat(order[starts], size_of)  # local index of each member's representative
+        cluster_size = np.repeat(size_of, size_of)
+        keep = ~first
+        member, rep, size = order[keep], cluster_rep[keep], cluster_size[keep]
+        # A member's similarity: its verified pair with the representative, else its best pair.
+        a, b = involved[np.minimum(member, rep)], involved[np.maximum(member, rep)]
+        codes = np.minimum(pairs[:, 0], pairs[:, 1]) * n + np.maximum(pairs[:, 0], pairs[:, 1])
+        by_code = np.argsort(codes, kind="stable")
+        want = a * n + b
+        pos = np.minimum(np.searchsorted(codes[by_code], want), len(codes) - 1)
+        hit = codes[by_code][pos] == want
+        sim = np.where(hit, sims[by_code][pos], best[member])
+        rows, rep_rows = involved[member], involved[rep]
+        measure = "Jaccard" if context.dataset.modality == "text" else "similarity"
+
+        def chunk(lo: int, hi: int) -> pa.Table:
+            ids, rel = _record_ids(context, rows[lo:hi]), _record_ids(context, rep_rows[lo:hi])
+            s, c = sim[lo:hi].tolist(), size[lo:hi].tolist()
+            return _findings(
+                self.name,
+                ids,
+                rel,
+                [f"near-{r}" for r in rel],
+                s,
+                [
+                    f"near duplicate of {r} ({measure} {x:.2f}, cluster of {k})"
+                    for r, x, k in zip(rel, s, c, strict=True)
+                ],
+                [
+                    json.dumps({"cluster_size": k, "similarity": round(x, 4)})
+                    for x, k in zip(s, c, strict=True)
+                ],
+            )
+
+        return _chunked(len(rows), chunk)
+
+
+#: Findings built at once by the vectorised duplicate checks (bounds their Python objects).
+FINDINGS_CHUNK = 100_000
+
+
+def _record_ids(context: Context, rows: np.ndarray) -> list[str]:
+    """Record ids of ``rows`` (taken from the Arrow column, never the whole list at once)."""
+    ids = context.cache.get("record_ids")
+    if ids is not None:
+        return [ids[int(r)] for r in rows]
+    ids_of_rows: list[str] = context.dataset.record_ids.take(pa.array(rows, pa.int64())).to_pylist()
+    return ids_of_rows
+
+
+def _findings(
+    check: str,
+    record_ids: list[str],
+    related_ids: list[str],
+    group_ids: list[str],
+    scores: list[float],
+    messages: list[str],
+    evidence: list[str],
+) -> pa.Table:
+    """A findings table (``warning`` rows) from columns, as FindingsBuilder would make it."""
+    m = len(record_ids)
+    return pa.table(
+        {
+            "check": pa.array([check] * m, pa.string()),
+            "record_id": pa.array(record_ids, pa.string()),
+            "related_id": pa.array(related_ids, pa.string()),
+            "group_id": pa.array(group_ids, pa.string()),
+            "score": pa.array([float(min(1.0, max(0.0, x))) for x in scores], pa.float64()),
+            "severity": pa.array(["warning"] * m, pa.string()),
+            "message": pa.array(messages, pa.string()),
+            "evidence": pa.array(evidence, pa.string()),
+        },
+        schema=FINDINGS_SCHEMA,
+    )
+
+
+def _chunked(total: int, make: Callable[[int, int], pa.Table]) -> pa.Table:
+    """Concatenate ``make(lo, hi)`` over chunks of FINDINGS_CHUNK rows."""
+    parts = [make(lo, min(total, lo + FINDINGS_CHUNK)) for lo in range(0, total, FINDINGS_CHUNK)]
+    return pa.concat_tables(parts) if parts else empty_findings()
 
 
 @dataclass(frozen=True)

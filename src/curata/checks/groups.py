@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,11 +46,16 @@ class NearPairs:
 
 @dataclass(frozen=True)
 class DuplicateClusters:
-    """Clusters joining exact and near duplicates: ``cluster[row]`` is the cluster's representative."""
+    """Clusters joining exact and near duplicates: ``cluster[row]`` is the cluster's representative.
+
+    Near pairs are kept as two compact arrays (sorted ``a * n + b`` codes and their similarity),
+    not a dict of Python tuples, which would cost ~200 bytes a pair.
+    """
 
     cluster: np.ndarray
     exact_group: np.ndarray
-    similarity: dict[tuple[int, int], float]
+    near_codes: np.ndarray
+    near_similarity: np.ndarray
     chain_similarity: float
 
     def members(self) -> dict[int, np.ndarray]:
@@ -70,7 +78,11 @@ class DuplicateClusters:
         ra, rb = int(self.exact_group[a]), int(self.exact_group[b])
         if ra == rb:
             return 1.0
-        return self.similarity.get((min(ra, rb), max(ra, rb)), self.chain_similarity)
+        code = min(ra, rb) * len(self.cluster) + max(ra, rb)
+        i = int(np.searchsorted(self.near_codes, code))
+        if i < len(self.near_codes) and int(self.near_codes[i]) == code:
+            return float(self.near_similarity[i])
+        return self.chain_similarity
 
 
 #: Shingles (about one per character) verified at once: bounds the shingle hashes held in memory
@@ -105,13 +117,20 @@ def exact_key_column(signals: Signals) -> pa.ChunkedArray:
 
 
 def exact_groups(signals: Signals, rank: np.ndarray) -> ExactGroups:
-    """Group rows with identical normalised content; invalid rows get -1.
+    """Group rows with identical normalised content; invalid rows (and null keys) get -1.
 
     The representative of a group is its row of lowest ``rank`` (see ``representative_rank``).
+    Above ``OutOfCoreSettings.max_in_memory_rows`` rows the groups are formed in DuckDB (spilling
+    to disk), otherwise with an Arrow dictionary encoding; both give the same groups.
     """
+    from curata import outofcore
+
     keys = exact_key_column(signals)
-    valid = valid_content_mask(signals)
+    valid = valid_content_mask(signals) & np.asarray(keys.is_valid().to_numpy(zero_copy_only=False))
     n = len(valid)
+    settings = outofcore.current()
+    if n > settings.max_in_memory_rows and n >= 2:
+        return ExactGroups(_exact_groups_duckdb(keys, valid, np.asarray(rank, np.int64), settings), keys)
     codes = pc.dictionary_encode(keys).combine_chunks()
     idx = np.asarray(codes.indices.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
     idx = np.where(valid, idx, len(codes.dictionary))
@@ -120,6 +139,87 @@ def exact_groups(signals: Signals, rank: np.ndarray) -> ExactGroups:
     order = np.argsort(rank, kind="stable")
     group = np.where(valid, order[np.minimum(best[idx], n - 1)], -1)
     return ExactGroups(group, keys)
+
+
+def _exact_key_batches(
+    keys: pa.ChunkedArray, valid: np.ndarray, rank: np.ndarray, chunk_rows: int
+) -> pa.RecordBatchReader:
+    """Stream (key..., row, rank) of the valid rows, ``chunk_rows`` rows at a time.
+
+    16-byte hashes travel as two UBIGINT columns (DuckDB groups integers much faster than blobs);
+    other key types as they are.
+    """
+    from curata import outofcore
+
+    split = pa.types.is_fixed_size_binary(keys.type) and keys.type.byte_width == 16
+    if split:
+        schema = pa.schema(
+            [("k0", pa.uint64()), ("k1", pa.uint64()), ("row", pa.int64()), ("rank", pa.int64())]
+        )
+    else:
+        schema = pa.schema([("k0", keys.type), ("row", pa.int64()), ("rank", pa.int64())])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        offset = 0
+        for piece in keys.chunks:
+            for lo in range(0, len(piece), chunk_rows):
+                part = piece.slice(lo, chunk_rows)
+                start = offset + lo
+                rows = np.flatnonzero(valid[start : start + len(part)])
+                outofcore.record(len(part))
+                if rows.size == 0:
+                    continue
+                sel = pa.array(rows)
+                if split:
+                    buf = part.buffers()[1]
+                    assert buf is not None
+                    words = np.frombuffer(buf, np.uint64, count=2 * len(part), offset=part.offset * 16)
+                    words = words.reshape(-1, 2)[rows]
+                    cols = [pa.array(words[:, 0]), pa.array(words[:, 1])]
+                else:
+                    cols = [part.take(sel)]
+                yield pa.record_batch(
+                    [*cols, pa.array(rows + start), pa.array(rank[rows + start])], schema=schema
+                )
+            offset += len(piece)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _exact_groups_duckdb(
+    keys: pa.ChunkedArray, valid: np.ndarray, rank: np.ndarray, settings: Any
+) -> np.ndarray:
+    """``group`` of :func:`exact_groups` computed by a DuckDB group-by (spilling past its memory limit).
+
+    The group-by keeps only keys held by two or more rows, with the row of lowest rank; a second pass
+    joins the rows to those groups and streams (row, representative) back in chunks.  Every other
+    valid row is its own group.
+    """
+    from curata import outofcore
+
+    n = len(valid)
+    group = np.where(valid, np.arange(n, dtype=np.int64), -1)
+    chunk = settings.chunk_rows
+    split = pa.types.is_fixed_size_binary(keys.type) and keys.type.byte_width == 16
+    key = "k0, k1" if split else "k0"
+    on = "e.k0 = g.k0 AND e.k1 = g.k1" if split else "e.k0 = g.k0"
+    with outofcore.duckdb_connection(settings, "exact") as (con, _):
+        con.register("entries", _exact_key_batches(keys, valid, rank, chunk))
+        con.execute(
+            f"CREATE TABLE g AS SELECT {key}, arg_min(row, rank) AS rep FROM entries "
+            f"GROUP BY {key} HAVING count(*) >= 2"
+        )
+        con.unregister("entries")
+        if con.execute("SELECT count(*) FROM g").fetchall()[0][0] == 0:
+            return group
+        # As in curata.lsh: build the join's hash table on the groups, not on the unsized stream.
+        con.execute("SET disabled_optimizers = 'join_order,build_side_probe_side'")
+        con.register("entries", _exact_key_batches(keys, valid, rank, chunk))
+        for part in con.sql(f"SELECT e.row, g.rep FROM entries e JOIN g ON {on}").to_arrow_reader(chunk):
+            outofcore.record(part.num_rows)
+            group[part.column(0).to_numpy()] = part.column(1).to_numpy()
+        con.unregister("entries")
+    return group
 
 
 def representative_rank(dataset: Dataset) -> np.ndarray:
@@ -147,31 +247,238 @@ def normalized_texts(dataset: Dataset, rows: np.ndarray) -> list[str]:
     return [normalize_text(str(v)) if v is not None else "" for v in values]
 
 
+def rep_band_keys(signals: Signals, reps: np.ndarray) -> np.ndarray:
+    """The (len(reps), bands) band keys of rows ``reps``, gathered chunk by chunk (one copy, no
+    combined copy of the whole column first)."""
+    col = signals.column("band_keys")
+    bands = col.type.list_size
+    parts: list[np.ndarray] = []
+    offset = 0
+    for chunk in col.chunks:
+        lo, hi = np.searchsorted(reps, [offset, offset + len(chunk)])
+        if hi > lo:
+            values = chunk.values.slice(chunk.offset * bands, len(chunk) * bands)
+            view = np.asarray(values.to_numpy(zero_copy_only=False)).reshape(-1, bands)
+            parts.append(view[reps[lo:hi] - offset])
+        offset += len(chunk)
+    if not parts:
+        return np.zeros((0, bands), dtype=np.uint32)
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
 def text_near_pairs(context: Context, reps: np.ndarray) -> NearPairs:
     """MinHash-LSH candidates among ``reps``, verified by exact Jaccard of shingle sets."""
-    from curata.lsh import candidate_pairs, jaccard_of_pairs
-    from curata.signals.text import shingle_hashes
+    from curata import outofcore
+    from curata.engine import LocalEngine
+    from curata.lsh import DEFAULT_MAX_BUCKET
 
     signals: Signals = context.signals["data"]
     settings = context.settings["signals"].minhash
-    keys_col = signals.column("band_keys").combine_chunks()
-    bands = keys_col.type.list_size
-    all_keys = np.asarray(keys_col.values.to_numpy(zero_copy_only=False)).reshape(-1, bands)
-    cand = candidate_pairs(all_keys[reps])
-    del all_keys
-    n_chars = np.asarray(signals.column("n_chars").to_numpy(zero_copy_only=False))[reps]
-    kept_pairs: list[np.ndarray] = [np.empty((0, 2), np.int64)]
-    kept_sims: list[np.ndarray] = [np.empty(0)]
-    # Verify in chunks so the shingle sets held at once stay bounded.
-    for part in verify_chunks(cand, n_chars):
-        chunk = cand[part]
-        involved = np.unique(chunk)
-        hashes, offsets = shingle_hashes(normalized_texts(context.dataset, reps[involved]), settings)
-        jac = jaccard_of_pairs(hashes, offsets, np.searchsorted(involved, chunk))
+    engine = context.settings.get("engine") or LocalEngine(workers=1)
+    with outofcore.configured(**_workspace_temp(context)):
+        keys = rep_band_keys(signals, reps)
+        cand = engine.bucket_pairs(keys, DEFAULT_MAX_BUCKET)
+        del keys
+        n_chars = np.asarray(signals.column("n_chars").to_numpy(zero_copy_only=False))[reps]
+        kept, sims = verify_text_pairs(context.dataset, reps, cand, n_chars, settings, engine)
+    return NearPairs(reps[cand[kept]] if len(kept) else np.empty((0, 2), np.int64), sims)
+
+
+def _workspace_temp(context: Context) -> dict[str, Any]:
+    """Out-of-core settings pointing DuckDB and spill files into the audit's workspace."""
+    workspace = context.settings.get("workspace")
+    return {"temp_directory": Path(workspace) / "tmp"} if workspace is not None else {}
+
+
+def verify_text_pairs(
+    dataset: Dataset,
+    reps: np.ndarray,
+    cand: np.ndarray,
+    n_chars: np.ndarray,
+    settings: Any,
+    engine: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Jaccard of candidate pairs (indices into ``reps``); returns (kept pair indices, Jaccard).
+
+    Kept indices are ascending, so the kept pairs keep ``cand``'s order.  Pairs are verified per
+    *partition*: whole connected components of the candidate graph packed up to
+    ``VERIFY_CHUNK_SHINGLES`` characters, so each text is read, normalised and shingled once, and
+    the work runs through the engine (the local engine's process pool).  When the candidates'
+    texts exceed one partition they are first copied, in one sequential pass over the data, into
+    one spill file per partition: reading them back by row would touch every row group of the data
+    for every chunk of pairs when duplicates lie far apart, a cost quadratic in the data size.  A
+    component larger than a partition (rare: thousands of near copies chained together) is
+    verified on its own in chunks of pairs.
+    """
+    from curata.lsh import connected_labels
+
+    if len(cand) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.float64)
+    involved = np.unique(cand)
+    local = np.searchsorted(involved, cand)
+    comp = connected_labels(len(involved), local)
+    weight = n_chars[involved].astype(np.int64) + 1
+    comp_weight = np.bincount(comp, weights=weight).astype(np.int64)
+    budget = VERIFY_CHUNK_SHINGLES
+    total = int(comp_weight.sum())
+    # Partitions of consecutive components; never more than MAX_VERIFY_PARTITIONS spill files.
+    budget = max(budget, -(-total // MAX_VERIFY_PARTITIONS))
+    giant = comp_weight > budget
+    packed = np.where(giant, 0, comp_weight)
+    comp_part = np.cumsum(packed) // budget if total > budget else np.zeros(len(comp_weight), np.int64)
+    comp_part = np.where(giant, -1, comp_part).astype(np.int64)
+    doc_part = comp_part[comp]
+    pair_part = doc_part[local[:, 0]]
+    del comp, comp_part
+    kept: list[np.ndarray] = []
+    sims: list[np.ndarray] = []
+    order = np.argsort(pair_part, kind="stable")
+    bounds = np.searchsorted(pair_part[order], np.arange(-1, int(pair_part.max()) + 2))
+    # Giant components: chunks of pairs, texts fetched by row for each chunk (as before partitions).
+    gpairs = order[bounds[0] : bounds[1]]
+    for part in verify_chunks(cand[gpairs], n_chars):
+        idx = gpairs[part]
+        chunk = cand[idx]
+        rows = np.unique(chunk)
+        texts = dataset.take("text", reps[rows])
+        jac = _partition_jaccard(texts, np.searchsorted(rows, chunk), settings)
         keep = jac >= settings.min_jaccard
-        kept_pairs.append(reps[chunk[keep]])
-        kept_sims.append(jac[keep])
-    return NearPairs(np.concatenate(kept_pairs), np.concatenate(kept_sims))
+        kept.append(idx[keep])
+        sims.append(jac[keep])
+    n_parts = len(bounds) - 2
+    if n_parts > 0:
+        jobs = _partition_jobs(dataset, reps, involved, doc_part, local, order, bounds, n_parts, n_chars)
+        results = engine.map_batches(
+            _verify_partition,
+            jobs,
+            args=(settings,),
+            description="verifying near duplicates",
+            total=n_parts,
+        )
+        for p, jac in enumerate(results):
+            idx = order[bounds[p + 1] : bounds[p + 2]]
+            keep = jac >= settings.min_jaccard
+            kept.append(idx[keep])
+            sims.append(jac[keep])
+    if not kept:
+        return np.empty(0, np.int64), np.empty(0, np.float64)
+    all_kept = np.concatenate(kept)
+    all_sims = np.concatenate(sims)
+    by_pair = np.argsort(all_kept, kind="stable")
+    return all_kept[by_pair], all_sims[by_pair]
+
+
+#: Most spill files (partitions) of one verification; past it partitions grow beyond the budget.
+MAX_VERIFY_PARTITIONS = 512
+
+
+def _partition_jobs(
+    dataset: Dataset,
+    reps: np.ndarray,
+    involved: np.ndarray,
+    doc_part: np.ndarray,
+    local: np.ndarray,
+    order: np.ndarray,
+    bounds: np.ndarray,
+    n_parts: int,
+    n_chars: np.ndarray,
+) -> Iterator[tuple[pa.Array, np.ndarray]]:
+    """Yield (raw texts, pairs as positions in them) for each partition, in partition order."""
+    if n_parts == 1:
+        rows = np.flatnonzero(doc_part == 0)
+        texts = dataset.take("text", reps[involved[rows]])
+        pairs = local[order[bounds[1] : bounds[2]]]
+        yield texts, np.searchsorted(rows, pairs)
+        return
+    yield from _spilled_partitions(dataset, reps, involved, doc_part, local, order, bounds, n_parts)
+
+
+def _spilled_partitions(
+    dataset: Dataset,
+    reps: np.ndarray,
+    involved: np.ndarray,
+    doc_part: np.ndarray,
+    local: np.ndarray,
+    order: np.ndarray,
+    bounds: np.ndarray,
+    n_parts: int,
+) -> Iterator[tuple[pa.Array, np.ndarray]]:
+    """Copy the candidates' texts into one Arrow spill file per partition (one sequential pass over
+    the data), then read the partitions back one at a time."""
+    import shutil
+    import tempfile
+
+    from curata import outofcore
+
+    temp = outofcore.current().temp_directory
+    if temp is not None:
+        temp.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="curata-verify-", dir=temp))
+    schema = pa.schema([("idx", pa.int64()), ("text", pa.large_string())])
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    try:
+        writers = [
+            pa.ipc.new_file(str(folder / f"p{p:05d}.arrow"), schema, options=options) for p in range(n_parts)
+        ]
+        rows_inv = reps[involved]  # ascending: reps and involved both are
+        offset = 0
+        pos = 0
+        for values in dataset.content_batches("text", 8192):
+            end = offset + len(values)
+            stop = int(np.searchsorted(rows_inv, end))
+            if stop > pos:
+                sel = np.arange(pos, stop)
+                parts = doc_part[sel]
+                texts = _as_large_string(values.take(pa.array(rows_inv[sel] - offset)))
+                by_part = np.argsort(parts, kind="stable")
+                cuts = np.flatnonzero(np.diff(parts[by_part])) + 1
+                for group in np.split(by_part, cuts):
+                    p = int(parts[group[0]])
+                    if p < 0:
+                        continue  # giant component, verified separately
+                    outofcore.record(len(group))
+                    batch = pa.record_batch(
+                        [pa.array(sel[group]), texts.take(pa.array(group))], schema=schema
+                    )
+                    writers[p].write_batch(batch)
+                pos = stop
+            offset = end
+        for w in writers:
+            w.close()
+        for p in range(n_parts):
+            path = folder / f"p{p:05d}.arrow"
+            with pa.memory_map(str(path)) as source:
+                table = pa.ipc.open_file(source).read_all()
+            path.unlink()
+            idx = np.asarray(table.column("idx").to_numpy())
+            pairs = local[order[bounds[p + 1] : bounds[p + 2]]]
+            yield table.column("text").combine_chunks(), np.searchsorted(idx, pairs)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _as_large_string(values: pa.Array) -> pa.Array:
+    """Text values as ``large_string`` (a column of another type is turned into text as the
+    signal pass does, with ``str``)."""
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        return values.cast(pa.large_string())
+    return pa.array([None if v is None else str(v) for v in values.to_pylist()], pa.large_string())
+
+
+def _verify_partition(job: tuple[pa.Array, np.ndarray], settings: Any) -> np.ndarray:
+    """Exact Jaccard of one partition's pairs (positions into its texts); runs in an engine worker."""
+    texts, pairs = job
+    return _partition_jaccard(texts, pairs, settings)
+
+
+def _partition_jaccard(texts: pa.Array, pairs: np.ndarray, settings: Any) -> np.ndarray:
+    """Normalise and shingle ``texts`` once each, then the exact Jaccard of every pair of positions."""
+    from curata.lsh import jaccard_of_pairs
+    from curata.signals.text import normalize_text, shingle_hashes
+
+    norm = [normalize_text(str(v)) if v is not None else "" for v in texts.to_pylist()]
+    hashes, offsets = shingle_hashes(norm, settings)
+    return jaccard_of_pairs(hashes, offsets, pairs)
 
 
 def image_near_pairs(context: Context, reps: np.ndarray) -> NearPairs:
@@ -205,9 +512,13 @@ def shared_rank(context: Context) -> np.ndarray:
 
 def shared_exact(context: Context) -> ExactGroups:
     """Exact groups of the audited data, computed once per run."""
-    groups: ExactGroups = context.shared(
-        "exact_groups", lambda: exact_groups(context.signals["data"], shared_rank(context))
-    )
+    from curata import outofcore
+
+    def compute() -> ExactGroups:
+        with outofcore.configured(**_workspace_temp(context)):
+            return exact_groups(context.signals["data"], shared_rank(context))
+
+    groups: ExactGroups = context.shared("exact_groups", compute)
     return groups
 
 
@@ -242,12 +553,13 @@ def shared_clusters(context: Context) -> DuplicateClusters:
         np.minimum.at(best, labels, rank)
         order = np.argsort(rank, kind="stable")
         cluster = np.where(members, order[np.minimum(best[labels], n - 1)], -1)
-        sims = {
-            (int(min(a, b)), int(max(a, b))): float(s)
-            for (a, b), s in zip(near.pairs.tolist(), near.similarity.tolist(), strict=True)
-        }
+        a, b = np.minimum(near.pairs[:, 0], near.pairs[:, 1]), np.maximum(near.pairs[:, 0], near.pairs[:, 1])
+        codes = a.astype(np.int64) * n + b
+        by_code = np.argsort(codes, kind="stable")
         threshold = float(near.similarity.min()) if len(near.similarity) else 1.0
-        return DuplicateClusters(cluster, exact.group, sims, threshold)
+        return DuplicateClusters(
+            cluster, exact.group, codes[by_code], np.asarray(near.similarity, np.float64)[by_code], threshold
+        )
 
     clusters: DuplicateClusters = context.shared("clusters", compute)
     return clusters

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from curata.engine.base import Engine
 from curata.engine.local import LocalEngine
-from curata.errors import ConfigError
+from curata.engine.ray import RayEngine
+from curata.errors import ConfigError, EngineError
+
+#: Engine names ``get_engine`` knows.
+ENGINES = ("local", "ray")
 
 
-def get_engine(name: str = "local", workers: int | None = None) -> Engine:
-    """Return the engine called ``name`` (only ``local`` for now)."""
+def get_engine(name: str = "local", workers: int | None = None, *, address: str | None = None) -> Engine:
+    """Return the engine called ``name``: ``local`` (this machine) or ``ray`` (a Ray cluster).
+
+    ``address`` is the Ray cluster's (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``; None starts
+    Ray in this process); the local engine takes none. Ray itself is imported only by the Ray
+    engine, which names the extra to install when it is missing.
+    """
     if name == "local":
+        if address is not None:
+            raise ConfigError("--ray-address needs --engine ray")
         return LocalEngine(workers=workers)
-    raise ConfigError(f"unknown engine '{name}': expected 'local' (the Ray engine comes later)")
+    if name == "ray":
+        return RayEngine(address=address, workers=workers)
+    raise ConfigError(f"unknown engine '{name}': expected {' or '.join(ENGINES)}")
 
 
-__all__ = ["Engine", "LocalEngine", "get_engine"]
+__all__ = ["ENGINES", "Engine", "EngineError", "LocalEngine", "RayEngine", "get_engine"]

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, TypeVar
 
+import numpy as np
+
 from curata.errors import ConfigError
 from curata.progress import progress_bar
 
@@ -63,3 +65,9 @@ class LocalEngine:
                 while pending:
                     yield pending.popleft().result()
                     advance(1)
+
+    def bucket_pairs(self, band_keys: np.ndarray, max_bucket: int | None = None) -> np.ndarray:
+        """Rows sharing a band key: :func:`curata.lsh.candidate_pairs`, in this process."""
+        from curata.lsh import DEFAULT_MAX_BUCKET, candidate_pairs
+
+        return candidate_pairs(band_keys, DEFAULT_MAX_BUCKET if max_bucket is None else max_bucket)

@@ -12,6 +12,7 @@ from curata.dataset import Dataset, ParquetContent, RoleName
 from curata.errors import InputError
 from curata.io.hf import is_hf_dataset, is_hf_dataset_dict, read_hf_dataset, read_hf_dataset_dict
 from curata.io.images import read_image_folder, walk_files
+from curata.io.remote import is_remote, read_remote
 from curata.io.roles import Loaded, assemble, has_image_extension
 from curata.io.tabular import (
     BAD_RECORD_COLUMN,
@@ -40,7 +41,8 @@ def read_dataset(
 
     ``path`` may be a Parquet, CSV/TSV or JSON-lines file, a folder of such files (one format,
     read in sorted order), an image folder (``[split/]class/file.ext``) or a Hugging Face
-    ``save_to_disk`` folder. Every problem with the input raises ``InputError`` with one line
+    ``save_to_disk`` folder, or a Parquet file or folder in an object store (``s3://``,
+    ``gs://``: see ``curata.io.remote``). Every problem with the input raises ``InputError`` with one line
     naming the file (and line, where known). ``license_column`` and ``source_column`` name the
     per-record licence and provenance columns (found by name when not given).
     """
@@ -54,6 +56,8 @@ def read_dataset(
         "license": license_column,
         "source": source_column,
     }
+    if is_remote(path):
+        return read_remote(str(path), overrides)
     streamed = _streamable_content(data, overrides)
     loaded = _load(data, id_column, None if streamed is None else streamed[1].column)
     loaded.streamed = streamed

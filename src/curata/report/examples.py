@@ -24,11 +24,18 @@ class _Previewer:
         self._rows: dict[str, int] | None = None
 
     def row_of(self, record_id: str) -> int | None:
+        # A scan of the Arrow id column per previewed record (a few dozen per report), not a dict
+        # of every id: that dict would be the largest object of an audit of millions of records.
         if self._rows is None:
             self._rows = {}
-            for row, rid in enumerate(self.dataset.record_ids.to_pylist()):
-                self._rows.setdefault(str(rid), row)
-        return self._rows.get(record_id)
+        if record_id not in self._rows:
+            ids = self.dataset.record_ids
+            if not pa.types.is_string(ids.type) and not pa.types.is_large_string(ids.type):
+                ids = pc.cast(ids, pa.string())
+            found = pc.index(ids, record_id).as_py()
+            self._rows[record_id] = -1 if found is None else int(found)
+        row = self._rows[record_id]
+        return None if row < 0 else row
 
     def preview(self, record_id: str) -> dict[str, Any]:
         from curata.signals.pipeline import _image_value
@@ -115,13 +122,22 @@ def worst_examples(
     """Up to ``per_check`` findings per check, highest score first, with record previews."""
     data = _Previewer(dataset, "data", pii_spans(findings))
     ref_previewers = [_Previewer(r, f"reference {i}") for i, r in enumerate(refs, start=1)]
-    by_check: dict[str, list[dict[str, Any]]] = {}
-    for row in findings.to_pylist():
-        by_check.setdefault(row["check"], []).append(row)
     out: dict[str, list[dict[str, Any]]] = {}
-    for check, rows in by_check.items():
-        rows.sort(key=lambda r: -r["score"])
-        chosen = pick_by_group(rows, per_check) if check in GROUPED_CHECKS else rows[:per_check]
+    if findings.num_rows == 0:
+        return out
+    # Only the chosen rows become Python dicts: highest score first, ties in findings order.
+    position = pa.array(np.arange(findings.num_rows, dtype=np.int64))
+    check_col = findings.column("check")
+    first_seen = pc.unique(check_col).to_pylist()
+    for check in first_seen:
+        mask = pc.equal(check_col, check)
+        part = pa.table({"score": findings.column("score"), "pos": position}).filter(mask)
+        order = pc.sort_indices(part, sort_keys=[("score", "descending"), ("pos", "ascending")])
+        ranked = part.column("pos").take(order)
+        if check not in GROUPED_CHECKS:
+            ranked = ranked.slice(0, per_check)
+        rows = findings.take(ranked).to_pylist()
+        chosen = pick_by_group(rows, per_check) if check in GROUPED_CHECKS else rows
         picked = []
         for r in chosen:
             related = None

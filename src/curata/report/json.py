@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curata.dataset import Dataset
 
@@ -36,10 +37,12 @@ def score_histograms(findings: pa.Table, bins: int = 10) -> dict[str, list[int]]
     out: dict[str, list[int]] = {}
     if findings.num_rows == 0:
         return out
-    checks = np.asarray(findings.column("check").to_pylist(), dtype=object)
+    # Arrow masks per check, not a Python string per finding (millions of them on large data).
+    check = findings.column("check")
     scores = np.asarray(findings.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
-    for name in sorted(set(checks.tolist())):
-        counts, _ = np.histogram(scores[checks == name], bins=bins, range=(0.0, 1.0))
+    for name in sorted(pc.unique(check).to_pylist(), key=str):
+        mask = np.asarray(pc.equal(check, name).to_numpy(zero_copy_only=False), dtype=bool)
+        counts, _ = np.histogram(scores[mask], bins=bins, range=(0.0, 1.0))
         out[str(name)] = [int(c) for c in counts]
     return out
 
@@ -53,7 +56,8 @@ def check_statistics(findings: pa.Table) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if findings.num_rows == 0:
         return out
-    rows = findings.select(["check", "group_id", "evidence"]).to_pylist()
+    wanted = pc.is_in(findings.column("check"), value_set=pa.array(["class_imbalance", "underrepresented"]))
+    rows = findings.filter(wanted).select(["check", "group_id", "evidence"]).to_pylist()
     rare: dict[str, int] = {}
     clusters: dict[str, dict[str, Any]] = {}
     for r in rows:

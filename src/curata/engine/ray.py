@@ -1,0 +1,517 @@
+"""The Ray engine: the local engine's per-record functions on a Ray cluster, LSH buckets as a shuffle.
+
+Per-record work runs as one Ray task per batch, at most ``2 * workers`` in flight, results yielded
+in input order (the head of the window is awaited while the rest keep running). Tasks rather than
+Ray Data's ``map_batches`` because the batches arrive as a stream made on the driver (the pipeline
+reads the content, looks each record up in the signal cache and sends only the misses): Ray Data
+would have to materialise that stream before starting, while a window of tasks streams it with
+bounded memory, and Ray re-runs a task whose worker died (``max_retries``).
+
+Arguments holding heavy lazily loaded state (encoders: their model loads on first use) would
+reload in every task, so they go to an actor pool instead: each actor keeps one copy of the
+function and its arguments for the whole run, so a model loads once per actor; actors ask for a
+GPU when the encoder wants one and the cluster has one. A dead actor is restarted and its batches
+re-run (``max_restarts`` / ``max_task_retries``). With no more batches than actors, plain tasks do
+the same number of loads without starting actors, so they are used then.
+
+``bucket_pairs`` (LSH candidate pairs) is a Ray Data shuffle: the band keys go to the object
+store in chunks, workers turn each chunk into (band, key, row) rows tagged with a hash partition,
+``groupby(partition).map_groups`` emits every bucket's pairs (with the capped buckets of
+:func:`curata.lsh.candidate_pairs`), a second groupby on a hash of the pair drops pairs found in
+several bands, and only the unique pairs come back to the driver. ``connected_components`` (not
+yet called by the checks) keeps the edges in the object store and iterates hook-and-jump rounds.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import os
+import socket
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from curata.errors import ConfigError, EngineError, MissingDependencyError
+from curata.progress import progress_bar
+
+R = TypeVar("R")
+
+#: Encoders whose model runs on torch and so gains from a GPU (an encoder may say so itself with a
+#: ``wants_gpu`` attribute).
+TORCH_ENCODERS = frozenset({"minilm", "efficientnet-lite0", "ssl"})
+#: (band, key, row) rows per shuffle partition of ``bucket_pairs`` (~100 MB a group).
+PARTITION_KEYS = 4_000_000
+#: Band keys per block put into the object store by ``bucket_pairs``.
+CHUNK_KEYS = 1_000_000
+#: Seconds to wait for a TCP answer from a cluster address before giving up (ray.init would
+#: otherwise retry for minutes).
+CONNECT_TIMEOUT_S = 5.0
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def import_ray() -> Any:
+    """Import ray, or raise MissingDependencyError naming the ``ray`` extra."""
+    try:
+        import ray
+    except ImportError:
+        raise MissingDependencyError("ray", "ray") from None
+    return ray
+
+
+def _no_cluster(address: str | None, reason: str) -> str:
+    shown = address or "(local)"
+    return (
+        f"cannot connect to a Ray cluster at {shown} ({reason}): start one with `ray start --head` "
+        "and pass --ray-address auto, HOST:6379 or ray://HOST:10001 (a cluster with token "
+        "authentication also needs RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)"
+    )
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once when nothing answers at ``address`` (HOST:PORT or ray://HOST:PORT)."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"--ray-address '{address}': expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise ConfigError(_no_cluster(address, exc.strerror or type(exc).__name__)) from None
+
+
+def _join_token_auth() -> None:
+    """Send the Ray auth token when one is at hand, as ``ray start`` does for the clusters it makes.
+
+    ``ray start`` turns token authentication on when a token exists (``~/.ray/auth_token``, made by
+    any local ``ray.init``), but a driver joining by HOST:PORT sends none unless RAY_AUTH_MODE says
+    so, and is refused. Set before Ray is first imported (it reads the mode once); a cluster
+    without authentication ignores the token.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    token_file = Path.home() / ".ray" / "auth_token"
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or token_file.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def connect(address: str | None, workers: int | None) -> Any:
+    """Connect this process to Ray (once) and return the ``ray`` module.
+
+    ``address`` None starts a Ray instance inside this process with ``workers`` CPUs (or joins the
+    cluster that ``RAY_ADDRESS`` names, as ``ray.init`` does); ``auto`` joins the cluster started
+    on this machine with ``ray start``. A process already connected keeps its connection.
+    """
+    if "ray" not in sys.modules:
+        _join_token_auth()
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    # Ray's own notices stay quiet; what goes wrong reaches curata as exceptions.
+    options: dict[str, Any] = {"namespace": "curata", "logging_level": logging.ERROR}
+    if address is None:
+        options.update(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    else:
+        if address != "auto":
+            _check_reachable(address)
+        if not address.startswith("ray://"):
+            options["log_to_driver"] = False
+    try:
+        ray.init(address=address, **options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(_no_cluster(address, reason)) from None
+    return ray
+
+
+def keeps_state(obj: Any) -> bool:
+    """Whether ``obj`` should stay in one worker for the run (an encoder, or ``keep_per_worker``)."""
+    flag = getattr(obj, "keep_per_worker", None)
+    if flag is not None:
+        return bool(flag)
+    from curata.signals.embed.base import Encoder
+
+    return isinstance(obj, Encoder)
+
+
+def wants_gpu(obj: Any) -> bool:
+    """Whether ``obj`` (an encoder) runs faster on a GPU: its ``wants_gpu``, else torch encoders."""
+    flag = getattr(obj, "wants_gpu", None)
+    if flag is not None:
+        return bool(flag)
+    return keeps_state(obj) and getattr(obj, "name", None) in TORCH_ENCODERS
+
+
+def run_batch(call: tuple[Callable[..., Any], tuple[Any, ...]], batch: Any) -> Any:
+    """Ray task: ``fn(batch, *args)``."""
+    fn, args = call
+    return fn(batch, *args)
+
+
+class BatchActor:
+    """Keeps one copy of a function and its arguments (e.g. an encoder and its loaded model)."""
+
+    def __init__(self, call: tuple[Callable[..., Any], tuple[Any, ...]]) -> None:
+        self._fn, self._args = call
+
+    def run(self, batch: Any) -> Any:
+        """``fn(batch, *args)`` with the arguments this actor holds."""
+        return self._fn(batch, *self._args)
+
+
+class _Tasks:
+    """One retried Ray task per batch; the function and arguments are shipped once."""
+
+    def __init__(
+        self, ray: Any, fn: Callable[..., Any], args: tuple[Any, ...], gpu: bool, retries: int
+    ) -> None:
+        self._ray = ray
+        self._call = ray.put((fn, args))
+        self._remote = ray.remote(run_batch).options(
+            num_cpus=1, num_gpus=1 if gpu else 0, max_retries=retries
+        )
+
+    def submit(self, batch: Any) -> Any:
+        return self._remote.remote(self._call, batch)
+
+    def close(self, pending: Iterable[Any]) -> None:
+        for ref in pending:
+            self._ray.cancel(ref)
+
+
+class _Actors:
+    """A pool of ``BatchActor``s, created on the first batch, fed round-robin, killed at the end."""
+
+    def __init__(
+        self, ray: Any, fn: Callable[..., Any], args: tuple[Any, ...], size: int, gpu: bool, retries: int
+    ) -> None:
+        self._ray = ray
+        # By value, not as an object-store reference: a restarted actor must find its arguments.
+        self._call = (fn, args)
+        self._size = size
+        self._options: dict[str, Any] = {
+            "num_cpus": 1,
+            "num_gpus": 1 if gpu else 0,
+            "max_restarts": retries,
+            "max_task_retries": retries,
+        }
+        self._actors: list[Any] = []
+        self._next = 0
+
+    def submit(self, batch: Any) -> Any:
+        if not self._actors:
+            cls = self._ray.remote(BatchActor).options(**self._options)
+            self._actors = [cls.remote(self._call) for _ in range(self._size)]
+        actor = self._actors[self._next % len(self._actors)]
+        self._next += 1
+        return actor.run.remote(batch)
+
+    def close(self, pending: Iterable[Any]) -> None:
+        for actor in self._actors:
+            self._ray.kill(actor)
+
+
+class RayEngine:
+    """Runs per-record functions as Ray tasks (encoders in actor pools) and LSH buckets as a shuffle.
+
+    ``address``: None starts Ray in this process, ``auto`` joins the cluster ``ray start`` made
+    here, ``HOST:PORT`` or ``ray://HOST:PORT`` a remote one. ``workers`` bounds the batches in
+    flight (``2 * workers``) and the actors per pool; by default, the cluster's CPUs. Worker
+    machines need curata installed, as the driver's.
+    """
+
+    name = "ray"
+
+    def __init__(
+        self, address: str | None = None, workers: int | None = None, *, max_retries: int = 3
+    ) -> None:
+        if workers is not None and workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {workers}")
+        if max_retries < 0:
+            raise ConfigError(f"max_retries must be at least 0, got {max_retries}")
+        self.address = address
+        self.max_retries = max_retries
+        self._ray = connect(address, workers)
+        resources = self._ray.cluster_resources()
+        self.workers = workers or max(1, int(resources.get("CPU", 1)))
+        self.gpus = int(resources.get("GPU", 0))
+
+    def map_batches(
+        self,
+        fn: Callable[..., R],
+        batches: Iterable[Any],
+        *,
+        args: tuple[Any, ...] = (),
+        description: str = "",
+        total: int | None = None,
+    ) -> Iterator[R]:
+        """Yield ``fn(batch, *args)`` for each batch, in input order."""
+        runner: _Tasks | _Actors
+        gpu = self.gpus > 0 and any(wants_gpu(a) for a in args)
+        size = max(1, min(self.workers, self.gpus)) if gpu else self.workers
+        # An actor pool pays only when batches outnumber its actors: with fewer, each batch loads
+        # the state once either way, and tasks start on workers that are already running.
+        if any(keeps_state(a) for a in args) and (total is None or total > size):
+            runner = _Actors(self._ray, fn, args, size, gpu, self.max_retries)
+        else:
+            runner = _Tasks(self._ray, fn, args, gpu, self.max_retries)
+        max_in_flight = 2 * size
+        pending: deque[tuple[int, Any]] = deque()
+        with progress_bar(description, total) as advance:
+            try:
+                for index, batch in enumerate(batches):
+                    pending.append((index, runner.submit(batch)))
+                    if len(pending) >= max_in_flight:
+                        yield self._result(*pending.popleft())
+                        advance(1)
+                while pending:
+                    yield self._result(*pending.popleft())
+                    advance(1)
+            finally:
+                runner.close(ref for _, ref in pending)
+
+    def _result(self, index: int, ref: Any) -> Any:
+        """The value of a batch's task: its own exception when the function raised, else EngineError."""
+        ray = self._ray
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, BaseException):
+                raise cause from None
+            raise
+        except ray.exceptions.RayError as exc:
+            reason = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise EngineError(
+                f"ray engine: batch {index} was lost after {self.max_retries} retries "
+                f"({type(exc).__name__}: {reason}); re-run to go on (signals already computed are "
+                "read from the workspace cache)"
+            ) from None
+
+    def bucket_pairs(self, band_keys: np.ndarray, max_bucket: int | None = None) -> np.ndarray:
+        """Rows sharing a band key (as :func:`curata.lsh.candidate_pairs`), by a Ray Data shuffle."""
+        from curata.lsh import DEFAULT_MAX_BUCKET
+
+        keys = np.asarray(band_keys)
+        if keys.ndim != 2:
+            raise ConfigError(f"band_keys must be a 2-D (rows, bands) array, got shape {keys.shape}")
+        limit = DEFAULT_MAX_BUCKET if max_bucket is None else max_bucket
+        if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < 2:
+            raise ConfigError(f"max_bucket must be an integer >= 2, got {limit!r}")
+        if keys.size and not np.issubdtype(keys.dtype, np.integer):
+            raise ConfigError(f"band_keys must hold integers, got {keys.dtype}")
+        n, bands = keys.shape
+        if n < 2 or bands == 0:
+            return np.zeros((0, 2), dtype=np.int64)
+        return self._shuffle_pairs(keys, int(limit))
+
+    def _shuffle_pairs(self, keys: np.ndarray, max_bucket: int) -> np.ndarray:
+        ray = self._ray
+        n, bands = keys.shape
+        parts = max(self.workers, math.ceil(n * bands / PARTITION_KEYS))
+        rows_per_chunk = max(1, CHUNK_KEYS // bands)
+        explode = ray.remote(explode_chunk).options(num_cpus=1, max_retries=self.max_retries)
+        blocks = [
+            explode.remote(np.ascontiguousarray(keys[start : start + rows_per_chunk]), start, parts)
+            for start in range(0, n, rows_per_chunk)
+        ]
+        # The Ray Data plan runs in a task on the cluster (no CPU of its own, so it cannot starve its
+        # own stages): Ray Data does not run through a Ray Client (ray://) driver.
+        plan = ray.remote(shuffle_pairs).options(num_cpus=0, max_retries=self.max_retries)
+        try:
+            code: np.ndarray = ray.get(plan.remote(blocks, max_bucket, n, parts))
+        except ray.exceptions.RayError as exc:
+            reason = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise EngineError(
+                f"ray engine: the LSH bucket shuffle failed ({type(exc).__name__}: {reason})"
+            ) from None
+        return np.stack([code // n, code % n], axis=1).astype(np.int64)
+
+    def connected_components(self, n: int, pairs: np.ndarray) -> np.ndarray:
+        """A label per row: the lowest row of its connected component over ``pairs`` (m x 2 rows).
+
+        The edges stay in the object store in chunks; each round, tasks find the edges whose ends
+        still have different labels and propose to hook the larger label onto the smaller, the
+        driver applies the proposals to the label vector (one int64 a row, the size of the result)
+        and follows the pointers to their roots. Every component's roots at least halve a round,
+        so it ends in O(log n) rounds. The same partition as ``clusters_from_pairs``.
+        """
+        ray = self._ray
+        edges = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        if len(edges) and (edges.min() < 0 or edges.max() >= n):
+            raise ConfigError(f"pairs index rows outside [0, {n})")
+        labels = np.arange(n, dtype=np.int64)
+        per_chunk = max(1, CHUNK_KEYS // 2)
+        chunks = [
+            ray.put(np.ascontiguousarray(edges[s : s + per_chunk])) for s in range(0, len(edges), per_chunk)
+        ]
+        propose = ray.remote(hook_proposals).options(num_cpus=1, max_retries=self.max_retries)
+        while chunks:
+            current = ray.put(labels)
+            try:
+                found = ray.get([propose.remote(chunk, current) for chunk in chunks])
+            except ray.exceptions.RayError as exc:
+                reason = (str(exc).strip().splitlines() or [""])[0][:200]
+                raise EngineError(
+                    f"ray engine: connected components failed ({type(exc).__name__}: {reason})"
+                ) from None
+            if not any(len(high) for high, _ in found):
+                break
+            for high, low in found:
+                np.minimum.at(labels, high, low)
+            while True:
+                jumped = labels[labels]
+                if np.array_equal(jumped, labels):
+                    break
+                labels = jumped
+        return labels
+
+
+def hook_proposals(edges: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ray task: for edges whose ends have different labels, (larger label, smallest label offered)."""
+    a, b = labels[edges[:, 0]], labels[edges[:, 1]]
+    differ = a != b
+    high = np.maximum(a[differ], b[differ])
+    low = np.minimum(a[differ], b[differ])
+    if len(high) == 0:
+        return high, low
+    order = np.lexsort((low, high))
+    high, low = high[order], low[order]
+    first = np.r_[True, high[1:] != high[:-1]]
+    return high[first], low[first]
+
+
+def shuffle_pairs(blocks: list[Any], max_bucket: int, n: int, parts: int) -> np.ndarray:
+    """Ray task: the sorted unique pair codes of the exploded band-key ``blocks``, by two groupbys.
+
+    The first groups rows by their (band, key) hash partition and emits every bucket's pairs, the
+    second groups pairs by a hash of the pair so that pairs found in several bands meet and are
+    kept once.
+    """
+    ray_data: Any = importlib.import_module("ray.data")  # Any: its stubs see no fn_args
+    codes: list[np.ndarray] = [np.zeros(0, np.int64)]
+    with _data_context():
+        pairs = (
+            ray_data.from_arrow_refs(blocks)
+            .groupby("part")
+            .map_groups(group_pairs, fn_args=(max_bucket, n, parts), batch_format="numpy")
+            .groupby("pair_part")
+            .map_groups(unique_codes, batch_format="numpy")
+        )
+        for batch in pairs.iter_batches(batch_size=None, batch_format="numpy"):
+            codes.append(np.asarray(batch["code"], dtype=np.int64))
+    # Different pair partitions hold different pairs, so one sort orders them as candidate_pairs.
+    return np.sort(np.concatenate(codes))
+
+
+@contextmanager
+def _data_context() -> Iterator[None]:
+    """Ray Data settings for curata's shuffles, restored afterwards.
+
+    The sort-based shuffle: the hash shuffle's aggregator actors take seconds to start, and these
+    shuffles group on a few coarse partitions. No progress bars (curata shows its own).
+    """
+    from ray.data import DataContext
+    from ray.data.context import ShuffleStrategy
+
+    ctx = DataContext.get_current()
+    saved = (ctx.shuffle_strategy, ctx.enable_progress_bars, ctx.print_on_execution_start)
+    ctx.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    data_logger = logging.getLogger("ray.data")
+    level = data_logger.level
+    data_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        ctx.shuffle_strategy, ctx.enable_progress_bars, ctx.print_on_execution_start = saved
+        data_logger.setLevel(level)
+
+
+def _mix(values: np.ndarray) -> np.ndarray:
+    """A 64-bit mixing hash of uint64 values (partitions must not follow key order)."""
+    h: np.ndarray = values * _MIX
+    h ^= h >> np.uint64(31)
+    h *= _MIX
+    h ^= h >> np.uint64(29)
+    return h
+
+
+def explode_chunk(chunk: np.ndarray, offset: int, parts: int) -> Any:
+    """Ray task: a (rows, bands) chunk of band keys as (part, band, key, row) rows.
+
+    ``part`` is a hash of (band, key), so every row of a bucket lands in the same partition.
+    """
+    import pyarrow as pa
+
+    rows, bands = chunk.shape
+    band = np.tile(np.arange(bands, dtype=np.uint64), rows)
+    key = chunk.reshape(-1).astype(np.uint64)
+    row = np.repeat(np.arange(offset, offset + rows, dtype=np.int64), bands)
+    part = (_mix(key ^ _mix(band + np.uint64(1))) % np.uint64(parts)).astype(np.int32)
+    return pa.table({"part": part, "band": band.astype(np.int32), "key": key, "row": row})
+
+
+def _segments(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``arange(s, s + c)`` for every (s, c), concatenated, without a Python loop."""
+    if counts.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    before = np.cumsum(counts) - counts
+    out: np.ndarray = np.arange(int(counts.sum()), dtype=np.int64) + np.repeat(starts - before, counts)
+    return out
+
+
+def group_pairs(batch: dict[str, np.ndarray], max_bucket: int, n: int, parts: int) -> dict[str, np.ndarray]:
+    """Ray Data ``map_groups``: the pairs of every (band, key) bucket in one partition, as codes.
+
+    A bucket of up to ``max_bucket`` rows gives all its pairs; a larger one its lowest row paired
+    with every other row (star) plus each row with the next one (chain), as ``candidate_pairs``.
+    A pair (i, j), i < j, is coded ``i * n + j``; ``pair_part`` spreads the codes for the dedup.
+    """
+    band = np.asarray(batch["band"])
+    key = np.asarray(batch["key"])
+    row = np.asarray(batch["row"], dtype=np.int64)
+    order = np.lexsort((row, key, band))
+    band, key, row = band[order], key[order], row[order]
+    m = len(row)
+    starts_mask = np.ones(m, dtype=bool)
+    starts_mask[1:] = (band[1:] != band[:-1]) | (key[1:] != key[:-1])
+    start = np.flatnonzero(starts_mask).astype(np.int64)
+    size = np.diff(np.append(start, m)).astype(np.int64)
+    left: list[np.ndarray] = [np.zeros(0, np.int64)]
+    right: list[np.ndarray] = [np.zeros(0, np.int64)]
+    small = (size >= 2) & (size <= max_bucket)
+    if small.any():
+        pos = _segments(start[small], size[small])
+        after = np.repeat(start[small] + size[small], size[small]) - 1 - pos
+        first = np.repeat(pos, after)
+        second = first + 1 + _segments(np.zeros(after.size, np.int64), after)
+        left.append(row[first])
+        right.append(row[second])
+    big = size > max_bucket
+    if big.any():
+        members = _segments(start[big] + 1, size[big] - 1)
+        hub = np.repeat(start[big], size[big] - 1)
+        left.append(row[hub])
+        right.append(row[members])
+        chained = members[members - 1 != hub]
+        left.append(row[chained - 1])
+        right.append(row[chained])
+    code = np.unique(np.concatenate(left) * np.int64(n) + np.concatenate(right))
+    pair_part = (_mix(code.astype(np.uint64)) % np.uint64(parts)).astype(np.int32)
+    return {"code": code, "pair_part": pair_part}
+
+
+def unique_codes(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Ray Data ``map_groups``: the distinct pair codes of one pair partition."""
+    return {"code": np.unique(np.asarray(batch["code"], dtype=np.int64))}

@@ -1,0 +1,156 @@
+"""Out-of-core settings and DuckDB connections for the cross-record steps of the local engine.
+
+Cross-record steps (LSH band buckets, exact-duplicate groups) work on compact signal columns. Up to
+a size they run in numpy; beyond it they stream their rows through DuckDB in chunks, which groups,
+joins and sorts them within ``memory_limit_mib`` and spills the rest to ``temp_directory``, so the
+Python side never holds more than about ``chunk_rows`` rows of intermediate data at once. Both
+paths give identical results (the tests force the DuckDB path with tiny thresholds).
+
+Settings travel in a context variable rather than through every signature, so the engine protocol
+(``bucket_pairs(band_keys, max_bucket)``) stays the same for every engine; the audit sets the
+temporary directory inside its workspace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curata.errors import ConfigError
+
+__all__ = ["ChunkStats", "OutOfCoreSettings", "configured", "current", "duckdb_connection"]
+
+
+@dataclass(frozen=True)
+class OutOfCoreSettings:
+    """When the cross-record steps leave numpy for DuckDB, and the limits DuckDB works within.
+
+    * ``max_in_memory_keys``: band keys (rows x bands) above which LSH buckets are formed in DuckDB.
+      The numpy path holds a few int64 arrays per band column plus every pair of every band before
+      deduplication (about 24 bytes per emitted pair); 2**25 keys is about 1.6M rows at 21 bands.
+    * ``max_in_memory_rows``: rows above which exact-duplicate groups are formed in DuckDB.
+    * ``memory_limit_mib``: DuckDB's ``memory_limit``; what does not fit is spilled to disk.
+    * ``temp_directory``: where DuckDB's database file and spill files go (a fresh folder per call,
+      removed afterwards); None uses the system temporary folder. The audit uses its workspace.
+    * ``chunk_rows``: rows moved between DuckDB and numpy at once, in either direction.
+    * ``threads``: DuckDB threads (None: DuckDB's default, one per core).
+    """
+
+    max_in_memory_keys: int = 1 << 25
+    max_in_memory_rows: int = 4_000_000
+    memory_limit_mib: int = 512
+    temp_directory: Path | None = None
+    chunk_rows: int = 1 << 20
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        """Reject sizes the out-of-core path cannot use."""
+        for name in ("max_in_memory_keys", "max_in_memory_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"OutOfCoreSettings.{name} must be an integer >= 0, got {value!r}")
+        if isinstance(self.chunk_rows, bool) or not isinstance(self.chunk_rows, int) or self.chunk_rows < 1:
+            raise ConfigError(
+                f"OutOfCoreSettings.chunk_rows must be an integer >= 1, got {self.chunk_rows!r}"
+            )
+        if not isinstance(self.memory_limit_mib, int) or self.memory_limit_mib < 64:
+            raise ConfigError(
+                f"OutOfCoreSettings.memory_limit_mib must be an integer >= 64, got {self.memory_limit_mib!r}"
+            )
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ConfigError(f"OutOfCoreSettings.threads must be None or >= 1, got {self.threads!r}")
+
+
+@dataclass
+class ChunkStats:
+    """What an out-of-core step moved through Python: chunks, and the most rows held in one.
+
+    ``max_rows`` counts the rows of any one intermediate batch (keys sent to DuckDB, sorted rows
+    read back, pairs emitted or fetched); the final result itself is not counted.
+    """
+
+    chunks: int = 0
+    max_rows: int = 0
+    duckdb_calls: int = 0
+    steps: list[str] = field(default_factory=list)
+
+    def saw(self, rows: int) -> None:
+        """Record one intermediate batch of ``rows`` rows."""
+        self.chunks += 1
+        self.max_rows = max(self.max_rows, int(rows))
+
+
+_DEFAULTS = OutOfCoreSettings()
+_SETTINGS: ContextVar[OutOfCoreSettings | None] = ContextVar("curata_out_of_core", default=None)
+_STATS: ContextVar[ChunkStats | None] = ContextVar("curata_out_of_core_stats", default=None)
+
+
+def current() -> OutOfCoreSettings:
+    """The settings in force (the defaults unless inside ``configured``)."""
+    return _SETTINGS.get() or _DEFAULTS
+
+
+def stats() -> ChunkStats | None:
+    """The statistics collector of the innermost ``configured`` block, if any."""
+    return _STATS.get()
+
+
+@contextlib.contextmanager
+def configured(settings: OutOfCoreSettings | None = None, **changes: Any) -> Iterator[ChunkStats]:
+    """Use ``settings`` (or the current ones with ``changes``) inside the block; yields its statistics."""
+    base = settings if settings is not None else current()
+    if changes:
+        base = OutOfCoreSettings(**{**base.__dict__, **changes})
+    collector = ChunkStats()
+    token = _SETTINGS.set(base)
+    token_stats = _STATS.set(collector)
+    try:
+        yield collector
+    finally:
+        _SETTINGS.reset(token)
+        _STATS.reset(token_stats)
+
+
+@contextlib.contextmanager
+def duckdb_connection(settings: OutOfCoreSettings, step: str) -> Iterator[tuple[Any, Path]]:
+    """A DuckDB connection on a fresh database file, with the memory limit and spill folder set.
+
+    Yields (connection, folder): a file-backed database (not ``:memory:``) so that tables larger
+    than the memory limit live on disk, in ``folder``, where the caller may put its own spill files
+    too; the folder is removed when the block ends.
+    """
+    import duckdb
+
+    parent = settings.temp_directory
+    if parent is not None:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"curata-{step}-", dir=parent))
+    collector = stats()
+    if collector is not None:
+        collector.duckdb_calls += 1
+        collector.steps.append(step)
+    con = duckdb.connect(str(folder / "work.duckdb"))
+    try:
+        spill = folder / "spill"
+        con.execute(f"SET memory_limit = '{settings.memory_limit_mib}MB'")
+        con.execute(f"SET temp_directory = '{spill.as_posix()}'")
+        con.execute("SET preserve_insertion_order = false")
+        if settings.threads is not None:
+            con.execute(f"SET threads = {int(settings.threads)}")
+        yield con, folder
+    finally:
+        con.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def record(rows: int) -> None:
+    """Count one intermediate batch in the active statistics collector (if any)."""
+    collector = stats()
+    if collector is not None:
+        collector.saw(rows)

@@ -1,0 +1,286 @@
+"""The out-of-core path of the local engine: DuckDB results equal the in-memory ones, in bounded chunks."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from curata import outofcore
+from curata.checks import groups
+from curata.checks.base import Context, FindingsBuilder
+from curata.checks.duplicates import ExactDuplicateCheck, NearDuplicateCheck
+from curata.checks.groups import exact_groups, shared_exact, shared_near, shared_rank
+from curata.engine import LocalEngine
+from curata.errors import ConfigError
+from curata.io import read_dataset
+from curata.lsh import candidate_pairs, connected_labels
+from curata.signals.pipeline import Signals, SignalSettings, compute_signals, hash_column
+
+from conftest import edit_words, random_text, write_parquet
+
+FORCE_DUCKDB = {"max_in_memory_keys": 0, "max_in_memory_rows": 0}
+
+
+def reference_pairs(keys: np.ndarray, max_bucket: int) -> np.ndarray:
+    """Candidate pairs by the definition: per band, all pairs of a bucket, or star + chain when big."""
+    out: set[tuple[int, int]] = set()
+    for b in range(keys.shape[1]):
+        buckets: dict[object, list[int]] = {}
+        for row, k in enumerate(keys[:, b].tolist()):
+            buckets.setdefault(k, []).append(row)
+        for rows in buckets.values():
+            if len(rows) <= max_bucket:
+                out.update(itertools.combinations(rows, 2))
+            else:
+                out.update((rows[0], r) for r in rows[1:])
+                out.update(itertools.pairwise(rows))
+    return np.array(sorted(out), dtype=np.int64).reshape(-1, 2)
+
+
+def duckdb_pairs(
+    keys: np.ndarray, max_bucket: int, chunk_rows: int
+) -> tuple[np.ndarray, outofcore.ChunkStats]:
+    with outofcore.configured(chunk_rows=chunk_rows, **FORCE_DUCKDB) as stats:
+        pairs = candidate_pairs(keys, max_bucket)
+    assert stats.duckdb_calls == 1
+    return pairs, stats
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint64, np.int64, np.uint8, np.int32])
+def test_duckdb_candidate_pairs_equal_numpy_on_random_keys(dtype: type) -> None:
+    rng = np.random.default_rng(abs(hash(np.dtype(dtype).str)) % 1000)
+    for _ in range(3):
+        n, bands = int(rng.integers(2, 300)), int(rng.integers(1, 5))
+        keys = rng.integers(0, int(rng.integers(2, 40)), size=(n, bands)).astype(dtype)
+        max_bucket = int(rng.integers(2, 10))
+        expected = reference_pairs(keys, max_bucket)
+        assert np.array_equal(candidate_pairs(keys, max_bucket), expected)
+        got, _ = duckdb_pairs(keys, max_bucket, int(rng.integers(1, 60)))
+        assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "keys", "max_bucket"),
+    [
+        ("one giant bucket", np.zeros((500, 2), np.uint32), 200),
+        ("all distinct", np.arange(600, dtype=np.uint32).reshape(300, 2), 200),
+        ("bucket of exactly max_bucket", np.repeat(np.arange(3, dtype=np.uint32), 7)[:, None], 7),
+        ("bucket of max_bucket + 1", np.repeat(np.arange(3, dtype=np.uint32), 8)[:, None], 7),
+        ("two rows", np.array([[5, 1], [5, 2]], np.uint64), 2),
+        ("extreme uint64", np.array([[2**64 - 1], [0], [2**64 - 1], [2**63]], np.uint64), 200),
+        ("negative int64", np.array([[-(2**63)], [-1], [-(2**63)], [-1], [7]], np.int64), 2),
+        ("same key in every band", np.full((40, 5), 3, np.uint32), 3),
+    ],
+)
+def test_duckdb_candidate_pairs_on_adversarial_keys(name: str, keys: np.ndarray, max_bucket: int) -> None:
+    expected = reference_pairs(keys, max_bucket)
+    assert np.array_equal(candidate_pairs(keys, max_bucket), expected), name
+    for chunk_rows in (1, 3, 64, 10_000):  # buckets cut by chunk ends in every possible place
+        got, _ = duckdb_pairs(keys, max_bucket, chunk_rows)
+        assert np.array_equal(got, expected), (name, chunk_rows)
+
+
+def test_chunked_path_holds_a_bounded_number_of_rows() -> None:
+    """On 30,000 rows x 8 bands (240,000 keys, ~90,000 pairs), no batch exceeds the chunk bound."""
+    rng = np.random.default_rng(5)
+    n, bands, chunk, max_bucket = 30_000, 8, 2_000, 20
+    keys = rng.integers(0, 2**32, size=(n, bands), dtype=np.uint64).astype(np.uint32)
+    keys[1::2] = keys[0::2]  # every other row repeats its predecessor in every band
+    keys[:300, 3] = 7  # and one big bucket
+    expected = candidate_pairs(keys, max_bucket)
+    got, stats = duckdb_pairs(keys, max_bucket, chunk)
+    assert np.array_equal(got, expected)
+    assert len(expected) > 15_000
+    # Carried rows of one small bucket, or the pairs of one more bucket, may top up a chunk.
+    assert stats.max_rows <= 2 * (chunk + max_bucket) + max_bucket**2
+    assert stats.chunks >= n * bands // chunk
+
+
+def test_threshold_picks_the_path() -> None:
+    keys = np.zeros((10, 2), np.uint32)
+    with outofcore.configured(max_in_memory_keys=20) as stats:
+        candidate_pairs(keys)
+    assert stats.duckdb_calls == 0
+    with outofcore.configured(max_in_memory_keys=19) as stats:
+        candidate_pairs(keys)
+    assert stats.duckdb_calls == 1
+    with outofcore.configured(max_in_memory_keys=0) as stats:  # float keys stay in numpy
+        candidate_pairs(keys.astype(np.float64))
+    assert stats.duckdb_calls == 0
+
+
+def test_settings_are_validated(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="chunk_rows"):
+        outofcore.OutOfCoreSettings(chunk_rows=0)
+    with pytest.raises(ConfigError, match="memory_limit_mib"):
+        outofcore.OutOfCoreSettings(memory_limit_mib=1)
+    keys = np.zeros((5, 1), np.uint32)
+    with outofcore.configured(temp_directory=tmp_path / "spill", **FORCE_DUCKDB):
+        candidate_pairs(keys)
+    assert (tmp_path / "spill").is_dir() and not any((tmp_path / "spill").iterdir())  # cleaned up
+
+
+def _signals(hashes: np.ndarray, n_chars: np.ndarray, cut: int) -> Signals:
+    col = pa.chunked_array([hash_column(hashes[:cut]), hash_column(hashes[cut:])])
+    chars = pa.chunked_array([pa.array(n_chars[:cut], pa.int32()), pa.array(n_chars[cut:], pa.int32())])
+    return Signals(pa.table({"norm_hash": col, "n_chars": chars}), "text", len(hashes), 0)
+
+
+def reference_groups(hashes: np.ndarray, valid: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    best: dict[bytes, int] = {}
+    for row in np.argsort(rank):
+        if valid[row]:
+            best.setdefault(bytes(hashes[row]), int(row))
+    return np.array([best[bytes(h)] if v else -1 for h, v in zip(hashes, valid, strict=True)], np.int64)
+
+
+def test_duckdb_exact_groups_equal_in_memory() -> None:
+    rng = np.random.default_rng(2)
+    for trial in range(4):
+        n = int(rng.integers(2, 400))
+        distinct = rng.integers(0, 256, size=(int(rng.integers(1, 50)), 16), dtype=np.uint8)
+        hashes = np.frombuffer(distinct[rng.integers(0, len(distinct), n)].tobytes(), dtype="S16")
+        n_chars = rng.integers(0, 3, n).astype(np.int32)  # a third empty: not comparable
+        signals = _signals(hashes, n_chars, int(rng.integers(1, n)))
+        rank = rng.permutation(n).astype(np.int64)
+        expected = reference_groups(hashes, n_chars > 0, rank)
+        assert np.array_equal(exact_groups(signals, rank).group, expected)
+        with outofcore.configured(chunk_rows=int(rng.integers(1, 50)), **FORCE_DUCKDB) as stats:
+            got = exact_groups(signals, rank).group
+        assert stats.duckdb_calls == 1, trial
+        assert np.array_equal(got, expected), trial
+        assert stats.max_rows <= max(50, n)
+
+
+def test_connected_labels_are_the_components_lowest_node() -> None:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        n, m = int(rng.integers(1, 300)), int(rng.integers(0, 300))
+        pairs = rng.integers(0, n, size=(m, 2))
+        labels = connected_labels(n, pairs)
+        graph = coo_matrix((np.ones(m), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+        _, ref = connected_components(graph, directed=False)
+        assert len(set(zip(labels.tolist(), ref.tolist(), strict=True))) == len(set(ref.tolist()))
+        for label in np.unique(labels):
+            assert label == np.flatnonzero(labels == label).min()
+    with pytest.raises(ConfigError):
+        connected_labels(3, np.array([[0, 3]]))
+
+
+def _context(tmp_path: Path, seed: int) -> Context:
+    """A small text set with exact copies and near copies scattered among unrelated texts."""
+    rng = random.Random(seed)
+    base = [random_text(rng, 40) for _ in range(120)]
+    texts = base + [edit_words(t, rng, 1) for t in base[:40]] + [t.upper() for t in base[30:50]]
+    texts += [edit_words(t, rng, 2) for t in base[:15]]
+    rng.shuffle(texts)
+    rows = [{"id": f"r{i}", "text": t, "split": rng.choice(["train", "test"])} for i, t in enumerate(texts)]
+    data = read_dataset(write_parquet(tmp_path / f"d{seed}.parquet", rows))
+    engine = LocalEngine(workers=1)
+    settings = SignalSettings()
+    signals = compute_signals(data, engine, settings)
+    return Context(
+        dataset=data,
+        signals={"data": signals},
+        settings={"signals": settings, "engine": engine, "workspace": tmp_path / "ws"},
+    )
+
+
+def reference_exact_findings(context: Context) -> pa.Table:
+    """The exact-duplicate findings built one row at a time (the former implementation)."""
+    exact = shared_exact(context)
+    ids = context.dataset.record_ids.to_pylist()
+    sizes = np.bincount(exact.group[exact.group >= 0], minlength=len(exact.group))
+    out = FindingsBuilder("exact_duplicate")
+    for row in np.flatnonzero((exact.group >= 0) & (exact.group != np.arange(len(exact.group)))):
+        rep = int(exact.group[row])
+        out.add(
+            ids[row],
+            related_id=ids[rep],
+            group_id=f"exact-{exact.key(rep)[:16]}",
+            score=1.0,
+            severity="warning",
+            message=f"identical text to {ids[rep]} ({sizes[rep]} copies in this group)",
+            evidence={"group_size": int(sizes[rep])},
+        )
+    return out.table()
+
+
+def reference_near_findings(context: Context) -> pa.Table:
+    """The near-duplicate findings built one row at a time (the former implementation)."""
+    from curata.checks.base import clusters_from_pairs
+
+    near = shared_near(context)
+    ids = context.dataset.record_ids.to_pylist()
+    n = context.dataset.num_rows
+    labels = clusters_from_pairs(n, near.pairs)
+    best: dict[int, float] = {}
+    direct: dict[tuple[int, int], float] = {}
+    for (a, b), sim in zip(near.pairs.tolist(), near.similarity.tolist(), strict=True):
+        best[a], best[b] = max(best.get(a, 0.0), sim), max(best.get(b, 0.0), sim)
+        direct[(a, b)] = sim
+    by_label: dict[int, list[int]] = {}
+    for row in np.unique(near.pairs).tolist():
+        by_label.setdefault(int(labels[row]), []).append(row)
+    rank = shared_rank(context)
+    out = FindingsBuilder("near_duplicate")
+    for members in by_label.values():
+        members.sort(key=lambda r: rank[r])
+        rep = members[0]
+        for row in members[1:]:
+            sim = direct.get((min(rep, row), max(rep, row)), best[row])
+            out.add(
+                ids[row],
+                related_id=ids[rep],
+                group_id=f"near-{ids[rep]}",
+                score=sim,
+                severity="warning",
+                message=f"near duplicate of {ids[rep]} (Jaccard {sim:.2f}, cluster of {len(members)})",
+                evidence={"similarity": round(sim, 4), "cluster_size": len(members)},
+            )
+    return out.table()
+
+
+def test_duplicate_findings_equal_the_row_by_row_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import curata.checks.duplicates as duplicates
+
+    monkeypatch.setattr(duplicates, "FINDINGS_CHUNK", 7)  # many chunks
+    context = _context(tmp_path, 1)
+    exact = ExactDuplicateCheck().run(context)
+    near = NearDuplicateCheck().run(context)
+    assert exact.num_rows >= 15 and near.num_rows >= 30
+    assert exact.equals(reference_exact_findings(context))
+    assert near.equals(reference_near_findings(context))
+    for row in near.to_pylist()[:5]:
+        assert json.loads(row["evidence"])["cluster_size"] >= 2
+
+
+def test_out_of_core_audit_path_finds_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Everything out of core (DuckDB groups and buckets, spilled verification partitions, a giant
+    component verified on its own) gives the in-memory near pairs and exact groups."""
+    context = _context(tmp_path, 2)
+    exact = shared_exact(context).group
+    near = shared_near(context)
+    assert len(near.pairs) >= 30
+    for budget in (2_000, 300):  # many partitions; then most components larger than one
+        monkeypatch.setattr(groups, "VERIFY_CHUNK_SHINGLES", budget)
+        monkeypatch.setattr(
+            outofcore, "_DEFAULTS", outofcore.OutOfCoreSettings(chunk_rows=16, **FORCE_DUCKDB)
+        )
+        other = _context(tmp_path, 2)
+        assert np.array_equal(shared_exact(other).group, exact)
+        again = shared_near(other)
+        assert np.array_equal(again.pairs, near.pairs)
+        assert np.array_equal(again.similarity, near.similarity)
+    assert not any((tmp_path / "ws" / "tmp").iterdir())  # spill files removed

@@ -1,0 +1,453 @@
+"""The Ray engine against a real local cluster (``ray start --head``): same results as the local one.
+
+One cluster serves the whole session; this process joins it as a driver at ``127.0.0.1:PORT``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from curata.audit import AuditResult, AuditSettings, audit
+from curata.engine import LocalEngine, get_engine
+from curata.errors import ConfigError, EngineError, InputError, MissingDependencyError
+from curata.lsh import candidate_pairs
+from curata.signals import pipeline
+from curata.signals.embed import EmbedSettings
+
+from conftest import edit_words, encode, pattern_image, random_text, write_image_folder, write_parquet
+
+if importlib.util.find_spec("ray") is None:
+    pytest.skip("needs curata[ray]", allow_module_level=True)
+
+pytestmark = pytest.mark.ray
+
+#: Token authentication with a token of this session's own (whatever ~/.ray holds), set before Ray
+#: is first imported: Ray reads the mode once.
+AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+os.environ.update(AUTH)
+
+import ray  # noqa: E402
+
+# Functions of this module run on Ray workers, which cannot import it: ship them by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[dict[str, Any]]:
+    """A 2-CPU Ray head started with ``ray start --head --block``, stopped (only it) at the end."""
+    tmp = tempfile.mkdtemp(prefix="cr", dir="/tmp")  # short: Ray's unix sockets live under it
+    port = _free_port()
+    client_port = _free_port()
+    env = {**os.environ, **AUTH, "RAY_TMPDIR": tmp, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    command = [
+        str(Path(sys.executable).with_name("ray")),
+        "start",
+        "--head",
+        f"--port={port}",
+        "--num-cpus=2",
+        "--include-dashboard=false",
+        f"--dashboard-port={_free_port()}",
+        f"--dashboard-agent-listen-port={_free_port()}",
+        f"--ray-client-server-port={client_port}",
+        "--disable-usage-stats",
+        f"--temp-dir={tmp}",
+        "--block",
+    ]
+    log = Path(tmp) / "start.log"
+    with log.open("wb") as sink:
+        head = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    saved = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = tmp
+    try:
+        deadline = time.monotonic() + 90
+        while b"Ray runtime started" not in log.read_bytes():
+            if head.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"ray start failed:\n{log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        address = f"127.0.0.1:{port}"
+        engine = get_engine("ray", address=address)
+        node_ip = ray.nodes()[0]["NodeManagerAddress"]
+        yield {"address": address, "client": f"ray://{node_ip}:{client_port}", "engine": engine}
+    finally:
+        ray.shutdown()
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- per-record work -------------------------------------------------------------------------------
+
+
+def _square_slowly(batch: list[int], power: int) -> list[int]:
+    # Later batches finish first, so order comes from the engine, not from timing.
+    time.sleep(0.05 * (batch[0] % 3 == 0))
+    return [x**power for x in batch]
+
+
+def test_map_batches_in_input_order_as_local(cluster: dict[str, Any]) -> None:
+    engine = cluster["engine"]
+    assert engine.name == "ray" and engine.workers == 2
+    batches = [list(range(i, i + 3)) for i in range(0, 60, 3)]
+    got = list(engine.map_batches(_square_slowly, iter(batches), args=(2,), total=len(batches)))
+    want = list(LocalEngine(workers=1).map_batches(_square_slowly, iter(batches), args=(2,)))
+    assert got == want
+    assert list(engine.map_batches(_square_slowly, iter([]), args=(2,))) == []
+
+
+def _raise_input_error(batch: list[int]) -> list[int]:
+    raise InputError(f"row {batch[0]}: unreadable")
+
+
+def test_map_batches_reraises_the_functions_own_error(cluster: dict[str, Any]) -> None:
+    with pytest.raises(InputError, match=r"^row 0: unreadable$"):
+        list(cluster["engine"].map_batches(_raise_input_error, iter([[0], [1]])))
+
+
+class _Model:
+    """Stands in for an encoder: state loaded on first use, dropped when pickled."""
+
+    keep_per_worker = True
+
+    def __init__(self, marker: str | None = None) -> None:
+        self.marker = marker
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_loaded")}
+
+    def load(self) -> str:
+        if getattr(self, "_loaded", None) is None:
+            self._loaded = f"{os.getpid()}-{time.monotonic_ns()}"
+        return str(self._loaded)
+
+
+def _use_model(batch: list[int], model: _Model) -> tuple[list[int], str]:
+    if model.marker is not None and not os.path.exists(model.marker):
+        Path(model.marker).write_text("killed")
+        os.kill(os.getpid(), signal.SIGKILL)  # the actor dies with a batch in hand
+    return [x + 1 for x in batch], model.load()
+
+
+def test_stateful_arguments_load_once_per_actor_and_survive_a_kill(
+    cluster: dict[str, Any], tmp_path: Path
+) -> None:
+    # The first batch kills its actor: Ray restarts it and re-runs the batch there.
+    model = _Model(marker=str(tmp_path / "killed-once"))
+    batches = [[i] for i in range(12)]
+    out = list(cluster["engine"].map_batches(_use_model, iter(batches), args=(model,), total=12))
+    assert (tmp_path / "killed-once").exists()
+    assert [r[0] for r in out] == [[i + 1] for i in range(12)]
+    # Two actors (one per CPU), one restarted: the "model" loaded three times at most, not 12.
+    assert len({r[1] for r in out}) <= 3
+
+
+def test_encoders_go_to_actors_and_torch_ones_ask_for_a_gpu() -> None:
+    from curata.engine.ray import _Actors, keeps_state, wants_gpu
+    from curata.signals.embed.minilm import MiniLmEncoder
+    from curata.signals.embed.tfidf import HashedTfidfSvd
+
+    assert keeps_state(HashedTfidfSvd()) and keeps_state(_Model()) and not keeps_state(3)
+    assert wants_gpu(MiniLmEncoder()) and not wants_gpu(HashedTfidfSvd()) and not wants_gpu(_Model())
+    pool = _Actors(ray, _use_model, (_Model(),), size=1, gpu=True, retries=2)
+    assert pool._options["num_gpus"] == 1 and pool._options["max_restarts"] == 2
+
+
+def _always_die(batch: list[int]) -> list[int]:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return batch
+
+
+def test_worker_dying_past_retries_fails_with_one_line(cluster: dict[str, Any]) -> None:
+    from curata.engine.ray import RayEngine
+
+    engine = RayEngine(cluster["address"], max_retries=0)
+    with pytest.raises(EngineError) as info:
+        list(engine.map_batches(_always_die, iter([[1], [2]])))
+    message = str(info.value)
+    assert "\n" not in message and "batch 0 was lost" in message and "re-run" in message
+
+
+# -- LSH buckets -----------------------------------------------------------------------------------
+
+
+def _adversarial_keys() -> list[tuple[np.ndarray, int]]:
+    rng = np.random.default_rng(5)
+    same = np.zeros((700, 3), np.uint32)  # every row in one bucket of each band: star + chain
+    mixed = rng.integers(0, 4, (600, 4)).astype(np.uint64)  # several buckets above the cap
+    mixed[:50, 0] = 2**64 - 1  # the largest key
+    tiny = np.array([[7], [7], [8]], np.uint32)
+    return [(same, 200), (mixed, 100), (mixed, 2), (tiny, 2), (np.zeros((1, 4), np.uint32), 200)]
+
+
+def test_bucket_pairs_equal_candidate_pairs(cluster: dict[str, Any]) -> None:
+    engine = cluster["engine"]
+    rng = np.random.default_rng(0)
+    cases = [(rng.integers(0, 2000, (5000, 8)).astype(np.uint32), 200)]
+    cases += _adversarial_keys()
+    for keys, cap in cases:
+        got = engine.bucket_pairs(keys, cap)
+        want = candidate_pairs(keys, cap)
+        assert got.dtype == np.int64 and got.shape[1] == 2
+        np.testing.assert_array_equal(got, want)
+    assert engine.bucket_pairs(np.zeros((0, 4), np.uint32)).shape == (0, 2)
+    with pytest.raises(ConfigError, match="max_bucket"):
+        engine.bucket_pairs(np.zeros((3, 2), np.uint32), 1)
+    with pytest.raises(ConfigError, match="2-D"):
+        engine.bucket_pairs(np.zeros(3, np.uint32))
+
+
+def _lowest_row_labels(labels: np.ndarray) -> np.ndarray:
+    """Relabel a partition by the lowest row of each part (so two labellings compare equal)."""
+    lowest = np.full(labels.max() + 1, len(labels), np.int64)
+    np.minimum.at(lowest, labels, np.arange(len(labels)))
+    out: np.ndarray = lowest[labels]
+    return out
+
+
+def test_connected_components_equal_clusters_from_pairs(cluster: dict[str, Any]) -> None:
+    from curata.checks.base import clusters_from_pairs
+
+    engine = cluster["engine"]
+    rng = np.random.default_rng(3)
+    n = 3000
+    chain = np.stack([np.arange(1, 900), np.arange(0, 899)], axis=1)[::-1]  # diameter 900
+    random_edges = rng.integers(900, n, (1200, 2))
+    for pairs in (np.concatenate([chain, random_edges]), np.zeros((0, 2), np.int64)):
+        got = engine.connected_components(n, pairs)
+        np.testing.assert_array_equal(got, _lowest_row_labels(clusters_from_pairs(n, pairs)))
+
+
+# -- whole audits: same findings from both engines --------------------------------------------------
+
+
+def _findings(result: AuditResult) -> set[tuple[Any, ...]]:
+    rows = result.findings.select(["check", "record_id", "related_id", "group_id", "severity", "score"])
+    return {(*r[:5], round(r[5], 6)) for r in (tuple(d.values()) for d in rows.to_pylist())}
+
+
+def _statuses(result: AuditResult) -> dict[str, Any]:
+    return {name: (c["status"], c.get("count")) for name, c in result.report["checks"].items()}
+
+
+@pytest.fixture(scope="module")
+def text_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Texts with planted exact and near duplicates, label conflicts and a train/test leak."""
+    rng = random.Random(11)
+    base = [random_text(rng, 40) for _ in range(150)]
+    rows: list[dict[str, object]] = [
+        {"id": f"r{i}", "text": t, "label": f"c{i % 3}", "split": "test" if i % 7 == 0 else "train"}
+        for i, t in enumerate(base)
+    ]
+    rows += [{"id": f"x{i}", "text": base[i], "label": f"c{i % 3}", "split": "train"} for i in range(1, 9)]
+    rows += [{"id": f"k{i}", "text": base[i], "label": "other", "split": "train"} for i in range(10, 14)]
+    rows += [
+        {"id": f"n{i}", "text": edit_words(base[i], rng, 2), "label": f"c{i % 3}", "split": "train"}
+        for i in range(20, 35)
+    ]
+    rows += [{"id": "e0", "text": "", "label": "c0", "split": "train"}]
+    return write_parquet(tmp_path_factory.mktemp("text") / "data.parquet", rows)
+
+
+TEXT_SETTINGS = AuditSettings(
+    signals=pipeline.SignalSettings(batch_size=40), embed=EmbedSettings(encoder="tfidf-svd")
+)
+
+
+@pytest.fixture(scope="module")
+def text_local(text_data: Path, tmp_path_factory: pytest.TempPathFactory) -> AuditResult:
+    out = tmp_path_factory.mktemp("local") / "out"
+    return audit(text_data, out, settings=TEXT_SETTINGS, workers=1)
+
+
+def _die_once(texts: Any, settings: Any, marker: str) -> Any:
+    if not os.path.exists(marker):
+        Path(marker).write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return pipeline.text_batch_signals(texts, settings)
+
+
+def test_text_audit_equals_local_and_survives_a_killed_worker(
+    cluster: dict[str, Any],
+    text_data: Path,
+    text_local: AuditResult,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The first signal batch kills its worker; Ray re-runs it and the audit goes on.
+    marker = tmp_path / "killed"
+    killer = functools.partial(_die_once, marker=str(marker))
+    monkeypatch.setattr(pipeline, "text_batch_signals", killer)
+    workspace = tmp_path / "ws"
+    first = audit(
+        text_data,
+        tmp_path / "o1",
+        settings=TEXT_SETTINGS,
+        engine="ray",
+        ray_address=cluster["address"],
+        workspace=workspace,
+    )
+    assert marker.exists()
+    monkeypatch.undo()
+    assert first.report["signals"]["computed"] == text_local.report["signals"]["computed"] > 0
+    wanted = _findings(text_local)
+    assert {f[0] for f in wanted} >= {
+        "exact_duplicate",
+        "near_duplicate",
+        "conflicting_labels",
+        "split_leakage",
+    }
+    assert _findings(first) == wanted
+    assert _statuses(first) == _statuses(text_local)
+
+    # A re-run reads the signals (and embeddings) the first run cached.
+    again = audit(
+        text_data,
+        tmp_path / "o2",
+        settings=TEXT_SETTINGS,
+        engine="ray",
+        ray_address=cluster["address"],
+        workspace=workspace,
+    )
+    report = json.loads((tmp_path / "o2" / "report.json").read_text())
+    assert report["signals"]["cached"] == text_local.report["signals"]["computed"]
+    assert report["signals"]["computed"] == 0
+    assert _findings(again) == wanted
+
+
+def test_image_audit_equals_local(cluster: dict[str, Any], tmp_path: Path) -> None:
+    layout: dict[str, bytes] = {}
+    for i in range(24):
+        layout[f"{'test' if i % 6 == 0 else 'train'}/{'cat' if i % 2 else 'dog'}/img{i}.png"] = encode(
+            pattern_image(i)
+        )
+    layout["train/cat/copy1.png"] = layout["train/cat/img1.png"]  # exact copy
+    layout["test/dog/leak2.png"] = layout["train/dog/img2.png"]  # copy across splits
+    layout["train/dog/near3.jpg"] = encode(pattern_image(3).resize((60, 60)), "JPEG", quality=90)
+    layout["train/dog/broken.png"] = b"not an image"
+    root = write_image_folder(tmp_path / "images", layout)
+    settings = AuditSettings(embed=EmbedSettings(encoder="pixels"))
+    local = audit(root, tmp_path / "local", settings=settings, workers=1)
+    remote = audit(root, tmp_path / "ray", settings=settings, engine="ray", ray_address=cluster["address"])
+    wanted = _findings(local)
+    assert {f[0] for f in wanted} >= {"exact_duplicate", "near_duplicate", "split_leakage", "corrupt"}
+    assert _findings(remote) == wanted
+    assert _statuses(remote) == _statuses(local)
+
+
+# -- command line, Ray Client and errors ------------------------------------------------------------
+
+
+#: The checks the command-line test runs: signals and LSH buckets, no encoder (keeps it short).
+FAST_CHECKS = ("exact_duplicate", "near_duplicate", "conflicting_labels", "split_leakage")
+
+
+def test_cli_over_ray_client_reads_s3_and_matches_local(
+    cluster: dict[str, Any], text_data: Path, text_local: AuditResult, tmp_path: Path
+) -> None:
+    """``curata audit s3://... --engine ray --ray-address ray://...`` in a fresh process."""
+    moto_server = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        env["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
+        s3 = boto3.client(
+            "s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="k", aws_secret_access_key="s"
+        )
+        s3.create_bucket(Bucket="bucket")
+        s3.put_object(Bucket="bucket", Key="folder/data.parquet", Body=text_data.read_bytes())
+        env.pop("RAY_ADDRESS", None)
+        command = [
+            str(Path(sys.executable).with_name("curata")),
+            "audit",
+            "s3://bucket/folder/data.parquet",
+            "--out",
+            str(tmp_path / "out"),
+            "--engine",
+            "ray",
+            "--ray-address",
+            cluster["client"],
+            "--checks",
+            ",".join(FAST_CHECKS),
+            "-q",
+        ]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pq.read_table(tmp_path / "out" / "findings.parquet")
+    result = AuditResult(table, {}, tmp_path / "out", 0)
+    assert _findings(result) == {f for f in _findings(text_local) if f[0] in FAST_CHECKS}
+
+
+def test_unreachable_cluster_is_one_clear_line(text_data: Path, tmp_path: Path) -> None:
+    port = _free_port()  # nothing listens there
+    command = [
+        str(Path(sys.executable).with_name("curata")),
+        "audit",
+        str(text_data),
+        "--out",
+        str(tmp_path / "out"),
+        "--engine",
+        "ray",
+        "--ray-address",
+        f"127.0.0.1:{port}",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "ray start --head" in lines[0]
+
+
+def test_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from curata.engine.ray import RayEngine
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'curata\[ray\]'"):
+        RayEngine("auto")
+
+
+def test_unknown_engine_and_address_without_ray() -> None:
+    with pytest.raises(ConfigError, match="expected local or ray"):
+        get_engine("spark")
+    with pytest.raises(ConfigError, match="needs --engine ray"):
+        get_engine("local", address="auto")
