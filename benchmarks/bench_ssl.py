@@ -6,10 +6,14 @@ embeddings, with two standard probes:
 - linear probe: logistic regression (standardised features, C=1) accuracy, 5-fold stratified CV;
 - kNN: 5-nearest-neighbour (cosine) accuracy, same 5 folds.
 
+The protocol is the same for every representation: same folds, same k, same metric. All four
+encoders emit unit-length vectors, so cosine and Euclidean distance rank neighbours identically.
+
 Encoders compared:
 
 - (a) raw pixels: curata's ``pixels`` encoder (16 x 16 RGB on white, centred);
-- (b) random init: the SSL encoder's CNN with its seeded random initial weights, untrained;
+- (b) random init: the SSL encoder's CNN with its seeded random initial weights, untrained, its
+  features exported exactly as the trained encoder's (last feature map pooled over 2 x 2 quadrants);
 - (c) SSL: the same CNN trained by curata (``SslEncoder.fit``, SimCLR) on the set's own images,
   labels unused, with the encoder's default settings unless ``--epochs`` is given;
 - (d) EfficientNet-Lite0: ImageNet-supervised features (``efficientnet-lite0`` encoder).
@@ -27,7 +31,8 @@ Data sets:
 
 Run: .venv/bin/python benchmarks/bench_ssl.py [--quick] [--epochs N] [--per-class N]
 Writes benchmarks/results/ssl.json (``--quick``: a smoke test on small subsets with 2 SSL epochs,
-written to ssl-quick.json).
+written to ssl-quick.json). Timings depend on how busy the cores are: each row records the
+1-minute load average (``os.getloadavg``) before and after it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import random
 import sys
@@ -176,6 +182,7 @@ def run_dataset(
     }
     rows: dict[str, Any] = {}
     for key in args.encoders:
+        load_before = round(os.getloadavg()[0], 2)
         t = time.perf_counter()
         encoder = makers[key]()
         fit_s = time.perf_counter() - t
@@ -190,12 +197,13 @@ def run_dataset(
             **scores,
             "fit_s": round(fit_s, 1),
             "total_s": round(seconds, 1),
+            "load_1min": [load_before, round(os.getloadavg()[0], 2)],
         }
         if key == "ssl":
             rows[key]["ssl_settings"] = encoder.training_settings()  # type: ignore[attr-defined]
         print(
             f"  {ROWS[key]:<26} dim {rows[key]['dim']:>5}  linear {scores['linear_probe']:.3f}"
-            f"  5-NN {scores['knn5']:.3f}  ({seconds:.0f}s)",
+            f"  5-NN {scores['knn5']:.3f}  ({seconds:.0f}s, load {load_before:.1f}-{os.getloadavg()[0]:.1f})",
             flush=True,
         )
     return {"images": len(images), "classes": len(set(labels.tolist())), "rows": rows}
@@ -204,13 +212,14 @@ def run_dataset(
 def table(name: str, result: dict[str, Any]) -> str:
     lines = [
         f"{name} ({result['images']:,} images, {result['classes']} classes)",
-        "| encoder | dim | linear probe (5-fold) | 5-NN cosine (5-fold) | seconds (fit + encode) |",
-        "| --- | --- | --- | --- | --- |",
+        "| encoder | dim | linear probe (5-fold) | 5-NN cosine (5-fold) | seconds (fit + encode) | load |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for key, row in result["rows"].items():
         lines.append(
             f"| {ROWS[key]} | {row['dim']} | {row['linear_probe']:.3f} ± {row['linear_probe_std']:.3f} "
-            f"| {row['knn5']:.3f} ± {row['knn5_std']:.3f} | {row['total_s']:.0f} |"
+            f"| {row['knn5']:.3f} ± {row['knn5_std']:.3f} | {row['total_s']:.0f} "
+            f"| {row['load_1min'][0]:.1f}-{row['load_1min'][1]:.1f} |"
         )
     return "\n".join(lines)
 
@@ -248,6 +257,8 @@ def main() -> None:
 
     results["torch"] = torch.__version__
     results["torch_threads"] = torch.get_num_threads()
+    results["cpus"] = os.cpu_count()
+    results["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for name in args.datasets.split(","):

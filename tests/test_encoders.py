@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import time
@@ -137,7 +139,7 @@ def test_ssl_trains_stores_a_checkpoint_and_encodes(
     assert enc.checkpoint_path is not None and Path(enc.checkpoint_path).parent == state_dir
     assert Path(enc.checkpoint_path).exists() and enc.checkpoint_digest in enc.fingerprint()
     vectors, ok = enc.encode([*images[:6], b"broken", None])
-    assert vectors.shape == (8, 64) and ok.tolist() == [True] * 6 + [False, False]
+    assert vectors.shape == (8, 256) and ok.tolist() == [True] * 6 + [False, False]
     assert np.allclose(np.linalg.norm(vectors[:6], axis=1), 1.0, atol=1e-5)
     assert np.allclose(vectors[6:], 0.0)
     clone = pickle.loads(pickle.dumps(enc))
@@ -181,6 +183,60 @@ def test_ssl_is_seeded_and_keyed_by_its_training_data(
 
 
 @needs_torch
+def test_ssl_augmentation_keeps_the_centre_in_view_and_fills_with_white() -> None:
+    import torch
+
+    side, n = 32, 512
+    dot = torch.ones(n, 3, side, side)
+    dot[:, :, 14:18, 14:18] = 0.0  # a small dark glyph at the centre of a white page
+    for min_crop in (0.4, 0.08):  # the default, and ImageNet's tightest crops
+        views = ssl_module._warp(torch, dot, torch.Generator().manual_seed(0), min_crop)
+        darkest = views.amin(dim=(1, 2, 3))
+        assert views.shape == dot.shape and bool((darkest < 0.5).all())  # never cropped away
+    views = ssl_module._warp(torch, dot, torch.Generator().manual_seed(0), 0.4)
+    # What the crop and rotation uncover is the white page, not a mirrored or black border.
+    blank = ssl_module._warp(torch, torch.ones(n, 3, side, side), torch.Generator().manual_seed(0), 0.4)
+    assert float(blank.min()) > 0.999
+    # Seeded: the same generator state gives the same views, colour jitter and blur included.
+    again = ssl_module._warp(torch, dot, torch.Generator().manual_seed(0), 0.4)
+    assert torch.equal(views, again)
+    a = ssl_module._augment(torch, dot[:8], torch.Generator().manual_seed(5), 0.4)
+    b = ssl_module._augment(torch, dot[:8], torch.Generator().manual_seed(5), 0.4)
+    assert torch.equal(a, b) and float(a.min()) >= 0.0 and float(a.max()) <= 1.0 + 1e-5
+
+
+@needs_torch
+def test_ssl_embedding_keeps_where_features_fire() -> None:
+    import torch
+
+    maps = torch.zeros(2, 3, 4, 4)
+    maps[0, 1, 0, 0] = 1.0  # the same feature, top-left quadrant ...
+    maps[1, 1, 3, 3] = 1.0  # ... and bottom-right: equal global averages, different embeddings
+    pooled = ssl_module._embedding(torch, maps)
+    assert pooled.shape == (2, 3 * ssl_module.GRID**2)
+    assert torch.equal(maps[0].mean(dim=(1, 2)), maps[1].mean(dim=(1, 2)))
+    assert not torch.equal(pooled[0], pooled[1])
+
+
+@needs_torch
+def test_ssl_does_not_reuse_an_older_versions_checkpoint(
+    trained: tuple[SslEncoder, Path, list[bytes], float], tmp_path: Path
+) -> None:
+    from curata.signals.pipeline import content_hash
+
+    _, state_dir, images, _ = trained
+    hashes = [content_hash(b) for b in images]
+    for path in state_dir.glob("ssl-*"):
+        shutil.copy(path, tmp_path / path.name)
+    manifest = next(tmp_path.glob("ssl-data-*.json"))
+    entry = json.loads(manifest.read_text())
+    assert entry["version"] == ssl_module.VERSION
+    assert SslEncoder.stored(hashes, tmp_path) is not None
+    manifest.write_text(json.dumps({k: v for k, v in entry.items() if k != "version"}))  # as ssl-v1 wrote it
+    assert SslEncoder.stored(hashes, tmp_path) is None
+
+
+@needs_torch
 def test_cli_embed_trains_ssl_and_auto_reuses_it(tmp_path: Path) -> None:
     layout = {f"{'ab'[i % 2]}/img{i}.png": encode(pattern_image(500 + i, 32)) for i in range(24)}
     folder = write_image_folder(tmp_path / "imgs", layout)
@@ -201,7 +257,7 @@ def test_cli_embed_trains_ssl_and_auto_reuses_it(tmp_path: Path) -> None:
         ],
     )
     assert res.exit_code == 0, res.output
-    assert "ssl-v1-32px" in res.output and "24 rows x 256 dims" in res.output
+    assert "ssl-v2-32px" in res.output and "24 rows x 1024 dims" in res.output
     assert list((workspace / "encoders").glob("ssl-*.pt"))
     # Without --train-ssl, auto finds the encoder trained on this data; the vectors come from the cache.
     again = runner.invoke(app, ["embed", str(folder), "--workspace", str(workspace), "--workers", "1"])
