@@ -30,6 +30,7 @@ import math
 import os
 import socket
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -125,11 +126,19 @@ def connect(address: str | None, workers: int | None) -> Any:
             _check_reachable(address)
         if not address.startswith("ray://"):
             options["log_to_driver"] = False
-    try:
-        ray.init(address=address, **options)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(_no_cluster(address, reason)) from None
+    # A Ray client proxy starts one server per connecting driver; on a busy head that start-up can
+    # fail transiently ("Initialization failure from server"), so a ray:// address gets 3 tries.
+    tries = 3 if address is not None and address.startswith("ray://") else 1
+    for attempt in range(tries):
+        try:
+            ray.init(address=address, **options)
+            break
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if attempt + 1 < tries and "Initialization failure" in reason:
+                time.sleep(2.0 * (attempt + 1))
+                continue
+            raise ConfigError(_no_cluster(address, reason)) from None
     return ray
 
 
