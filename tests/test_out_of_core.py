@@ -284,3 +284,17 @@ def test_out_of_core_audit_path_finds_the_same(tmp_path: Path, monkeypatch: pyte
         assert np.array_equal(again.pairs, near.pairs)
         assert np.array_equal(again.similarity, near.similarity)
     assert not any((tmp_path / "ws" / "tmp").iterdir())  # spill files removed
+
+
+def test_spilled_array_keeps_its_rows_after_release(tmp_path: Path) -> None:
+    with outofcore.configured(temp_directory=tmp_path):
+        arr = outofcore.spill_array((5_000, 3), np.uint32)
+    assert not any(tmp_path.iterdir())  # the backing file is unlinked at once
+    arr[:] = np.arange(15_000, dtype=np.uint32).reshape(5_000, 3)
+    for lo in range(0, 5_000, 1_000):
+        outofcore.release_rows(arr, lo, lo + 1_000)
+        outofcore.release_rows(np.asarray(arr)[lo:], 0, 10)  # a view of it too
+    assert np.array_equal(arr, np.arange(15_000, dtype=np.uint32).reshape(5_000, 3))
+    plain = np.ones((4, 2))
+    outofcore.release_rows(plain, 0, 4)  # an ordinary array: nothing happens
+    assert plain.sum() == 8

@@ -118,7 +118,10 @@ class ParquetContent:
         import pyarrow.parquet as pq
 
         for path in self.files:
-            reader = pq.ParquetFile(path)
+            # pre_buffer (pyarrow's default) prefetches the column chunks of every row group the
+            # iterator will read: the whole compressed column of the file, held until the file is
+            # done (+230 MiB for 1M short texts, 2.2 GiB for 10M). Without it, one row group at a time.
+            reader = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 22)
             for batch in reader.iter_batches(batch_size=batch_size, columns=[self.column]):
                 yield batch.column(0)
 

@@ -166,8 +166,9 @@ def _key_entries(keys: npt.NDArray[np.generic], rows_per_batch: int, bands: rang
         for lo in range(0, n, rows_per_batch):
             hi = min(n, lo + rows_per_batch)
             rows = pa.array(np.arange(lo, hi, dtype=row_type.to_pandas_dtype()))
-            for b in bands:
-                column = np.ascontiguousarray(keys[lo:hi, b])
+            columns = [np.ascontiguousarray(keys[lo:hi, b]) for b in bands]
+            outofcore.release_rows(keys, lo, hi)  # keys spilled to a file: keep only this chunk
+            for b, column in zip(bands, columns, strict=True):
                 outofcore.record(hi - lo)
                 if packed:
                     bk = (np.uint64(b) << np.uint64(32)) | column.astype(np.uint64)
@@ -179,32 +180,34 @@ def _key_entries(keys: npt.NDArray[np.generic], rows_per_batch: int, bands: rang
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-#: Bytes DuckDB's group-by needs per (band, key, row) entry, to size the bands sent per query.
-_DUCKDB_ENTRY_BYTES = 64
+#: Bytes DuckDB's sort needs per (band, key, row) entry, to size the bands sent per query.
+_DUCKDB_ENTRY_BYTES = 32
 
 
 class _BucketStream:
-    """Turns the (bucket, row, size, hub) rows of multi-row buckets, sorted by bucket then row and read
-    in chunks, into candidate pairs with exactly the in-memory rules (all pairs of a bucket of at most
-    ``max_bucket`` rows; a star from ``hub``, the bucket's lowest row, plus a chain otherwise).
+    """Turns (bucket key, row) entries sorted by key then row, read in chunks, into candidate pairs
+    with exactly the in-memory rules: every pair of a bucket of at most ``max_bucket`` rows; a star
+    from the bucket's lowest row plus a chain over consecutive rows otherwise.
 
-    A chunk may end inside a bucket: a small bucket's rows are carried into the next chunk (at most
-    ``max_bucket`` of them); a big bucket is emitted as it streams, carrying only its last row for the
-    chain.  Pairs are emitted in slices of about ``chunk_rows`` pairs.
+    A chunk may end inside a bucket.  While that bucket has at most ``max_bucket`` rows so far, its
+    rows are carried into the next chunk (so at most ``max_bucket`` rows are carried); once larger
+    it is known to be big and is emitted as it streams, carrying only its key, lowest row and last
+    row.  Pairs are emitted in slices of about ``chunk_rows`` pairs.
     """
 
     def __init__(self, max_bucket: int, chunk_rows: int) -> None:
         self.max_bucket = max_bucket
         self.chunk_rows = chunk_rows
         self.carry: list[npt.NDArray[Any]] | None = None
-        self.big_tail: tuple[tuple[Any, ...], int] | None = None  # (bucket key, last row) of a big bucket
+        self.big: tuple[tuple[Any, ...], int, int] | None = None  # (key, hub, last row) of a big bucket
 
     def feed(self, columns: list[npt.NDArray[Any]], final: bool) -> Iterator[tuple[I64, I64]]:
-        """Consume one chunk: ``columns`` = [*bucket key columns, row, size, hub]; yield (left, right)."""
+        """Consume one chunk, ``columns`` = [*bucket key columns, row]; yield (left, right) arrays."""
+        columns = self._drop_single_rows(columns)
         if self.carry is not None:
             columns = [np.concatenate([c, x]) for c, x in zip(self.carry, columns, strict=True)]
             self.carry = None
-        *key_cols, rows, size, hub = columns
+        *key_cols, rows = columns
         length = rows.size
         if length == 0:
             return
@@ -214,60 +217,91 @@ class _BucketStream:
             is_start[1:] |= k[1:] != k[:-1]
         starts = np.flatnonzero(is_start)
         counts = np.diff(np.append(starts, length))
-        run_size = size[starts]
-        if not final and run_size[-1] <= self.max_bucket and counts[-1] < run_size[-1]:
-            cut = int(starts[-1])
+        big_state = self.big
+        cont = big_state is not None and tuple(k[0] for k in key_cols) == big_state[0]
+        self.big = None
+        if not final and not (cont and starts.size == 1) and counts[-1] <= self.max_bucket:
+            cut = int(starts[-1])  # the last bucket may go on in the next chunk: carry it
             self.carry = [c[cut:] for c in columns]
-            starts, counts, run_size = starts[:-1], counts[:-1], run_size[:-1]
+            starts, counts = starts[:-1], counts[:-1]
             if starts.size == 0:
                 return
-        small = run_size <= self.max_bucket
-        # Pairs each run emits: s(s-1)/2 for a small bucket, at most 2 per row for a big one.
-        cost = np.where(small, counts * (counts - 1) // 2, 2 * counts)
+        big = counts > self.max_bucket
+        hubs = rows[starts]
+        link: tuple[int, int] | None = None
+        if cont:
+            assert big_state is not None
+            big[0] = True
+            hubs[0] = big_state[1]
+            if big_state[2] != big_state[1]:  # the chain link across the chunk boundary
+                link = (big_state[2], int(rows[0]))
+        if not final and big[-1]:
+            last = int(starts[-1])
+            self.big = (tuple(k[last] for k in key_cols), int(hubs[-1]), int(rows[last + counts[-1] - 1]))
+        # Pairs each bucket emits: s(s-1)/2 for a small one, at most 2 per row for a big one.
+        cost = np.where(big, 2 * counts, counts * (counts - 1) // 2)
         cum = np.cumsum(cost)
         cuts = np.searchsorted(cum, np.arange(self.chunk_rows, int(cum[-1]), self.chunk_rows), side="right")
         bounds = np.unique(np.concatenate([[0], cuts, [starts.size]]))
         for a, b in itertools.pairwise(bounds.tolist()):
-            if b <= a:
-                continue
-            yield from self._emit(key_cols, rows, hub, starts[a:b], counts[a:b], small[a:b])
-        last = int(starts[-1])
-        if not small[-1]:
-            self.big_tail = (tuple(k[last] for k in key_cols), int(rows[-1]))
-        else:
-            self.big_tail = None
+            if b > a:
+                yield from self._emit(
+                    rows, starts[a:b], counts[a:b], big[a:b], hubs[a:b], link if a == 0 else None
+                )
 
+    @staticmethod
+    def _drop_single_rows(columns: list[npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
+        """Drop the rows that are a whole bucket by themselves (most rows: they pair with nothing).
+
+        The chunk's first and last buckets are kept whatever their size here: they may go on in the
+        previous or next chunk.
+        """
+        *key_cols, rows = columns
+        length = rows.size
+        if length <= 2:
+            return columns
+        same_next = np.ones(length, dtype=bool)  # row i has the key of row i + 1
+        same_prev = np.ones(length, dtype=bool)  # row i has the key of row i - 1
+        for k in key_cols:
+            eq = k[1:] == k[:-1]
+            same_next[:-1] &= eq
+            same_prev[1:] &= eq
+        same_next[-1] = False
+        same_prev[0] = False
+        keep = same_next | same_prev
+        keep[0] = keep[-1] = True
+        if keep.all():
+            return columns
+        return [c[keep] for c in columns]
+
+    @staticmethod
     def _emit(
-        self,
-        key_cols: list[npt.NDArray[Any]],
         rows: I64,
-        hub: I64,
         starts: I64,
         counts: I64,
-        small: npt.NDArray[np.bool_],
+        big: npt.NDArray[np.bool_],
+        hubs: I64,
+        link: tuple[int, int] | None,
     ) -> Iterator[tuple[I64, I64]]:
+        small = ~big
         if small.any():
             left, right = _small_bucket_pairs(rows, starts[small], counts[small])
             if left.size:
                 yield left, right
-        if not small.all():
-            b_start, b_count = starts[~small], counts[~small]
+        if big.any():
+            b_start, b_count = starts[big], counts[big]
             pos = _ranges(b_start, b_count)
             members = rows[pos]
-            hubs = np.repeat(hub[b_start], b_count)
-            star = members != hubs
+            hub_of = np.repeat(hubs[big], b_count)
+            star = members != hub_of
             not_first = pos != np.repeat(b_start, b_count)
-            chain_right = pos[not_first]
-            chain_left = rows[chain_right - 1]
-            keep = chain_left != hubs[not_first]  # links the star already has
-            lefts = [hubs[star], chain_left[keep]]
-            rights = [members[star], rows[chain_right][keep]]
-            first = int(b_start[0])
-            if self.big_tail is not None and first == 0:
-                key, last_row = self.big_tail
-                if tuple(k[0] for k in key_cols) == key and last_row != int(hub[0]):
-                    lefts.append(np.array([last_row], dtype=np.int64))
-                    rights.append(rows[:1].astype(np.int64))
+            chain_left = rows[pos[not_first] - 1]
+            keep = chain_left != hub_of[not_first]  # links the star already has
+            lefts = [hub_of[star], chain_left[keep]]
+            rights = [members[star], members[not_first][keep]]
+            if link is not None:
+                lefts.append(np.array([link[0]], dtype=np.int64))
+                rights.append(np.array([link[1]], dtype=np.int64))
             yield np.concatenate(lefts), np.concatenate(rights)
 
 
@@ -276,13 +310,12 @@ def _candidate_pairs_duckdb(
 ) -> I64:
     """Candidate pairs with the buckets formed out of core in DuckDB; identical to the numpy path.
 
-    1. The (band, key, row) entries of a few bands stream into a DuckDB group-by that keeps the
-       buckets of two or more rows with their size and lowest row (as many bands as its hash table
-       holds within the memory limit; past it DuckDB spills).
-    2. The same entries stream again through a join with those buckets, sorted by (bucket, row) out
-       of core, and come back in chunks; numpy emits each chunk's pairs (``_BucketStream``) and
-       writes them to Parquet spill files.  Then the next bands.
-    3. DuckDB drops the pairs found in several bands (DISTINCT) and returns them sorted, in chunks,
+    1. The (band, key, row) entries of a few bands (as many as DuckDB sorts within its memory
+       limit; past it DuckDB spills) stream into DuckDB, sorted by (band, key, row), and come back
+       in chunks; numpy turns each chunk's buckets into pairs (``_BucketStream``) and writes them
+       to Parquet spill files.  Then the next bands.  (A sort beat a group-by keeping the buckets
+       of two or more rows plus a join back to their rows by 3x: almost every bucket is one row.)
+    2. DuckDB drops the pairs found in several bands (DISTINCT) and returns them sorted, in chunks,
        into the result array.
     """
     import pyarrow.parquet as pq
@@ -290,16 +323,10 @@ def _candidate_pairs_duckdb(
     n, n_bands = keys.shape
     chunk = settings.chunk_rows
     packed = keys.dtype.kind == "u" and keys.dtype.itemsize <= 4
-    bucket = "bk" if packed else "band, key"
-    on = "e.bk = m.bk" if packed else "e.band = m.band AND e.key = m.key"
-    key_sel = "e.bk" if packed else "e.band, e.key"
-    # Bands go through DuckDB a few at a time, as many as its group-by holds within the memory
-    # limit: most (band, key) groups are single rows, and a hash table of all of them would spill.
+    key_sel = "bk" if packed else "band, key"
+    # Bands go through DuckDB a few at a time, as many as it sorts within its memory limit.
     per_query = max(1, min(n_bands, settings.memory_limit_mib * 2**20 // (_DUCKDB_ENTRY_BYTES * max(n, 1))))
     with outofcore.duckdb_connection(settings, "lsh") as (con, folder):
-        # The entries are a stream of unknown length: keep DuckDB from building its join hash table
-        # on them (the order it would pick) rather than on the far smaller table of buckets.
-        con.execute("SET disabled_optimizers = 'join_order,build_side_probe_side'")
         spill = folder / "pairs"
         spill.mkdir()
         pending: list[tuple[I64, I64]] = []
@@ -313,33 +340,27 @@ def _candidate_pairs_duckdb(
             left = np.concatenate([p[0] for p in pending])
             right = np.concatenate([p[1] for p in pending])
             outofcore.record(left.size)
-            pq.write_table(pa.table({"i": left, "j": right}), spill / f"p{files:06d}.parquet")
+            # Uncompressed: these files live for seconds; compressing them cost more than the sort.
+            pq.write_table(
+                pa.table({"i": left, "j": right}), spill / f"p{files:06d}.parquet", compression="none"
+            )
             files += 1
             pending, pending_rows = [], 0
 
         for first in range(0, n_bands, per_query):
             bands = range(first, min(n_bands, first + per_query))
             con.register("entries", _key_entries(keys, chunk, bands))
-            con.execute(
-                f"CREATE OR REPLACE TABLE multi AS SELECT {bucket}, count(*)::BIGINT AS size, "
-                f"min(row)::BIGINT AS hub FROM entries GROUP BY {bucket} HAVING count(*) >= 2"
-            )
-            con.unregister("entries")
-            if con.execute("SELECT count(*) FROM multi").fetchall()[0][0] == 0:
-                continue
-            con.register("entries", _key_entries(keys, chunk, bands))
             sorted_rows = con.sql(
-                f"SELECT {key_sel}, e.row::BIGINT AS row, m.size, m.hub FROM entries e "
-                f"JOIN multi m ON {on} ORDER BY {key_sel}, e.row"
-            ).to_arrow_reader(chunk)
+                f"SELECT {key_sel}, row::BIGINT AS row FROM entries ORDER BY {key_sel}, row"
+            )
             stream = _BucketStream(max_bucket, chunk)
-            batches = iter(sorted_rows)
+            batches = iter(sorted_rows.to_arrow_reader(chunk))
             batch = next(batches, None)
             while batch is not None:
                 following = next(batches, None)
                 outofcore.record(batch.num_rows)
                 cols = [np.asarray(c.to_numpy(zero_copy_only=False)) for c in batch.columns]
-                cols = [*cols[:-3], *(c.astype(np.int64, copy=False) for c in cols[-3:])]
+                cols[-1] = cols[-1].astype(np.int64, copy=False)
                 for pair in stream.feed(cols, final=following is None):
                     pending.append(pair)
                     pending_rows += pair[0].size
@@ -471,7 +492,11 @@ def connected_labels(n: int, pairs: npt.ArrayLike) -> I64:
 
     A union-find over the pairs in one pass: memory is the n labels, whatever the number of pairs.
     """
-    pr = np.ascontiguousarray(pairs, dtype=np.int64).reshape(-1, 2)
+    pr = np.asarray(pairs)
+    # int32 pairs are used as they are (no int64 copy of a large pair array).
+    pr = np.ascontiguousarray(pr, dtype=pr.dtype if pr.dtype in (np.int32, np.int64) else np.int64).reshape(
+        -1, 2
+    )
     if pr.size and (pr.min() < 0 or pr.max() >= n):
         raise ConfigError(f"pairs index nodes outside [0, {n})")
     parent = np.arange(n, dtype=np.int64)
@@ -488,7 +513,11 @@ def jaccard_of_pairs(hashes: npt.ArrayLike, offsets: npt.ArrayLike, pairs: npt.A
     """
     h = np.ascontiguousarray(hashes, dtype=np.uint64)
     off = np.ascontiguousarray(offsets, dtype=np.int64)
-    pr = np.ascontiguousarray(pairs, dtype=np.int64).reshape(-1, 2)
+    pr = np.asarray(pairs)
+    # int32 pairs are used as they are (no int64 copy of a large pair array).
+    pr = np.ascontiguousarray(pr, dtype=pr.dtype if pr.dtype in (np.int32, np.int64) else np.int64).reshape(
+        -1, 2
+    )
     if pr.size and (pr.min() < 0 or pr.max() >= off.size - 1):
         raise ConfigError(f"pairs index rows outside [0, {off.size - 1})")
     out = np.zeros(pr.shape[0], dtype=np.float64)

@@ -14,6 +14,8 @@ temporary directory inside its workspace.
 from __future__ import annotations
 
 import contextlib
+import mmap
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -22,9 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from curata.errors import ConfigError
 
-__all__ = ["ChunkStats", "OutOfCoreSettings", "configured", "current", "duckdb_connection"]
+__all__ = [
+    "ChunkStats",
+    "OutOfCoreSettings",
+    "configured",
+    "current",
+    "duckdb_connection",
+    "release_rows",
+    "spill_array",
+]
 
 
 @dataclass(frozen=True)
@@ -154,3 +166,47 @@ def record(rows: int) -> None:
     collector = stats()
     if collector is not None:
         collector.saw(rows)
+
+
+def spill_array(shape: tuple[int, ...], dtype: Any, settings: OutOfCoreSettings | None = None) -> np.ndarray:
+    """A zeroed array backed by an unlinked file in the temporary folder (a ``numpy.memmap``).
+
+    For a large input that must be an array (e.g. the band keys an engine's ``bucket_pairs`` takes)
+    but is read by chunks: pages written or read can be handed back with :func:`release_rows`, so
+    the process holds only the chunk it works on; the file is deleted at once and its space freed
+    when the array goes.
+    """
+    settings = settings or current()
+    parent = settings.temp_directory
+    if parent is not None:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="curata-array-", suffix=".bin", dir=parent)
+    try:
+        nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        os.ftruncate(fd, nbytes)
+        arr = np.memmap(name, dtype=dtype, mode="r+", shape=shape)
+    finally:
+        os.close(fd)
+        os.unlink(name)
+    return arr
+
+
+def release_rows(arr: np.ndarray, lo: int, hi: int) -> None:
+    """Hand rows ``lo:hi`` of a :func:`spill_array` (or of a contiguous view of one) back to the
+    system, written out first; a no-op for an ordinary array.  The rows stay readable: they are
+    read back from the file on next use."""
+    base: Any = arr
+    while base is not None and not isinstance(base, np.memmap):
+        base = getattr(base, "base", None)
+    if not isinstance(base, np.memmap):
+        return
+    raw = getattr(base, "_mmap", None)
+    if raw is None or hi <= lo or arr.ndim == 0 or not arr.flags.c_contiguous:
+        return
+    row_bytes = int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.itemsize
+    origin = int(arr.ctypes.data) - int(base.ctypes.data)  # where ``arr`` starts in the mapping
+    start = ((origin + lo * row_bytes) // mmap.PAGESIZE) * mmap.PAGESIZE
+    end = min(len(raw), origin + hi * row_bytes)
+    if end > start:
+        raw.flush(start, end - start)
+        raw.madvise(mmap.MADV_DONTNEED, start, end - start)

@@ -87,7 +87,7 @@ class DuplicateClusters:
 
 #: Shingles (about one per character) verified at once: bounds the shingle hashes held in memory
 #: to about 8 bytes times this, whatever the number of candidate pairs or the length of the texts.
-VERIFY_CHUNK_SHINGLES = 16_000_000
+VERIFY_CHUNK_SHINGLES = 4_000_000
 
 
 def verify_chunks(cand: np.ndarray, n_chars: np.ndarray) -> list[slice]:
@@ -247,23 +247,26 @@ def normalized_texts(dataset: Dataset, rows: np.ndarray) -> list[str]:
     return [normalize_text(str(v)) if v is not None else "" for v in values]
 
 
-def rep_band_keys(signals: Signals, reps: np.ndarray) -> np.ndarray:
-    """The (len(reps), bands) band keys of rows ``reps``, gathered chunk by chunk (one copy, no
-    combined copy of the whole column first)."""
+def rep_band_keys(signals: Signals, reps: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The (len(reps), bands) band keys of rows ``reps``, gathered chunk by chunk (no combined copy
+    of the whole column first), into ``out`` when given (e.g. an ``outofcore.spill_array``)."""
+    from curata import outofcore
+
     col = signals.column("band_keys")
     bands = col.type.list_size
-    parts: list[np.ndarray] = []
+    if out is None:
+        dtype = col.type.value_type.to_pandas_dtype() if len(col) else np.uint32
+        out = np.empty((len(reps), bands), dtype=dtype)
     offset = 0
     for chunk in col.chunks:
         lo, hi = np.searchsorted(reps, [offset, offset + len(chunk)])
         if hi > lo:
             values = chunk.values.slice(chunk.offset * bands, len(chunk) * bands)
             view = np.asarray(values.to_numpy(zero_copy_only=False)).reshape(-1, bands)
-            parts.append(view[reps[lo:hi] - offset])
+            out[lo:hi] = view[reps[lo:hi] - offset]
+            outofcore.release_rows(out, int(lo), int(hi))
         offset += len(chunk)
-    if not parts:
-        return np.zeros((0, bands), dtype=np.uint32)
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return out
 
 
 def text_near_pairs(context: Context, reps: np.ndarray) -> NearPairs:
@@ -276,12 +279,33 @@ def text_near_pairs(context: Context, reps: np.ndarray) -> NearPairs:
     settings = context.settings["signals"].minhash
     engine = context.settings.get("engine") or LocalEngine(workers=1)
     with outofcore.configured(**_workspace_temp(context)):
-        keys = rep_band_keys(signals, reps)
+        key_type = signals.column("band_keys").type
+        # Past the in-memory size the keys go to a file-backed array the out-of-core path reads by
+        # chunks: they are a copy of the signal column (rows of exact copies left out), as large.
+        shape = (len(reps), key_type.list_size)
+        spill = shape[0] * shape[1] > outofcore.current().max_in_memory_keys
+        out = outofcore.spill_array(shape, key_type.value_type.to_pandas_dtype()) if spill else None
+        keys = rep_band_keys(signals, reps, out)
         cand = engine.bucket_pairs(keys, DEFAULT_MAX_BUCKET)
-        del keys
-        n_chars = np.asarray(signals.column("n_chars").to_numpy(zero_copy_only=False))[reps]
-        kept, sims = verify_text_pairs(context.dataset, reps, cand, n_chars, settings, engine)
-    return NearPairs(reps[cand[kept]] if len(kept) else np.empty((0, 2), np.int64), sims)
+        del keys, out
+        # From here on only the rows in some candidate pair, and the pairs as int32 positions.
+        nodes, local = candidate_nodes(cand, len(reps))
+        del cand
+        n_chars = np.asarray(signals.column("n_chars").to_numpy(zero_copy_only=False))[reps[nodes]]
+        pairs, sims = verify_text_pairs(context.dataset, reps[nodes], local, n_chars, settings, engine)
+    return NearPairs(pairs, sims)
+
+
+def candidate_nodes(cand: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows (< n) in some pair of ``cand``, ascending, and the pairs as positions among them
+    (int32 when they fit: the largest arrays of the verification are two entries per pair)."""
+    mask = np.zeros(n, dtype=bool)
+    mask[cand[:, 0]] = True
+    mask[cand[:, 1]] = True
+    nodes = np.flatnonzero(mask)
+    position = np.cumsum(mask, dtype=np.int32 if n < 2**31 else np.int64) - 1
+    del mask
+    return nodes, position[cand]
 
 
 def _workspace_temp(context: Context) -> dict[str, Any]:
@@ -292,16 +316,17 @@ def _workspace_temp(context: Context) -> dict[str, Any]:
 
 def verify_text_pairs(
     dataset: Dataset,
-    reps: np.ndarray,
-    cand: np.ndarray,
+    rows: np.ndarray,
+    local: np.ndarray,
     n_chars: np.ndarray,
     settings: Any,
     engine: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact Jaccard of candidate pairs (indices into ``reps``); returns (kept pair indices, Jaccard).
+    """Exact Jaccard of candidate pairs; returns (kept pairs of dataset rows, their Jaccard).
 
-    Kept indices are ascending, so the kept pairs keep ``cand``'s order.  Pairs are verified per
-    *partition*: whole connected components of the candidate graph packed up to
+    ``rows`` are the dataset rows of the candidates (ascending), ``local`` the pairs as positions
+    into ``rows`` and ``n_chars`` their lengths; kept pairs come out in ``local``'s order.  Pairs
+    are verified per *partition*: whole connected components of the candidate graph packed up to
     ``VERIFY_CHUNK_SHINGLES`` characters, so each text is read, normalised and shingled once, and
     the work runs through the engine (the local engine's process pool).  When the candidates'
     texts exceed one partition they are first copied, in one sequential pass over the data, into
@@ -312,42 +337,40 @@ def verify_text_pairs(
     """
     from curata.lsh import connected_labels
 
-    if len(cand) == 0:
-        return np.empty(0, np.int64), np.empty(0, np.float64)
-    involved = np.unique(cand)
-    local = np.searchsorted(involved, cand)
-    comp = connected_labels(len(involved), local)
-    weight = n_chars[involved].astype(np.int64) + 1
-    comp_weight = np.bincount(comp, weights=weight).astype(np.int64)
-    budget = VERIFY_CHUNK_SHINGLES
+    if len(local) == 0:
+        return np.empty((0, 2), np.int64), np.empty(0, np.float64)
+    comp = connected_labels(len(rows), local)
+    comp_weight = np.bincount(comp, weights=n_chars.astype(np.int64) + 1).astype(np.int64)
     total = int(comp_weight.sum())
     # Partitions of consecutive components; never more than MAX_VERIFY_PARTITIONS spill files.
-    budget = max(budget, -(-total // MAX_VERIFY_PARTITIONS))
+    budget = max(VERIFY_CHUNK_SHINGLES, -(-total // MAX_VERIFY_PARTITIONS))
     giant = comp_weight > budget
     packed = np.where(giant, 0, comp_weight)
     comp_part = np.cumsum(packed) // budget if total > budget else np.zeros(len(comp_weight), np.int64)
-    comp_part = np.where(giant, -1, comp_part).astype(np.int64)
-    doc_part = comp_part[comp]
+    doc_part = np.where(giant, -1, comp_part)[comp].astype(np.int32)
+    del comp, comp_weight, packed, comp_part, giant
     pair_part = doc_part[local[:, 0]]
-    del comp, comp_part
+    order = np.argsort(pair_part, kind="stable")
+    if len(order) < 2**31:
+        order = order.astype(np.int32)
+    bounds = np.searchsorted(pair_part[order], np.arange(-1, int(pair_part.max()) + 2))
+    del pair_part
     kept: list[np.ndarray] = []
     sims: list[np.ndarray] = []
-    order = np.argsort(pair_part, kind="stable")
-    bounds = np.searchsorted(pair_part[order], np.arange(-1, int(pair_part.max()) + 2))
     # Giant components: chunks of pairs, texts fetched by row for each chunk (as before partitions).
     gpairs = order[bounds[0] : bounds[1]]
-    for part in verify_chunks(cand[gpairs], n_chars):
+    for part in verify_chunks(local[gpairs], n_chars):
         idx = gpairs[part]
-        chunk = cand[idx]
-        rows = np.unique(chunk)
-        texts = dataset.take("text", reps[rows])
-        jac = _partition_jaccard(texts, np.searchsorted(rows, chunk), settings)
+        chunk = local[idx]
+        nodes = np.unique(chunk)
+        texts = dataset.take("text", rows[nodes])
+        jac = _partition_jaccard(texts, np.searchsorted(nodes, chunk), settings)
         keep = jac >= settings.min_jaccard
         kept.append(idx[keep])
         sims.append(jac[keep])
     n_parts = len(bounds) - 2
     if n_parts > 0:
-        jobs = _partition_jobs(dataset, reps, involved, doc_part, local, order, bounds, n_parts, n_chars)
+        jobs = _partition_jobs(dataset, rows, doc_part, local, order, bounds, n_parts)
         results = engine.map_batches(
             _verify_partition,
             jobs,
@@ -361,42 +384,42 @@ def verify_text_pairs(
             kept.append(idx[keep])
             sims.append(jac[keep])
     if not kept:
-        return np.empty(0, np.int64), np.empty(0, np.float64)
-    all_kept = np.concatenate(kept)
+        return np.empty((0, 2), np.int64), np.empty(0, np.float64)
+    all_kept = np.concatenate(kept).astype(np.int64)
     all_sims = np.concatenate(sims)
     by_pair = np.argsort(all_kept, kind="stable")
-    return all_kept[by_pair], all_sims[by_pair]
+    return rows[local[all_kept[by_pair]]].astype(np.int64), all_sims[by_pair]
 
 
 #: Most spill files (partitions) of one verification; past it partitions grow beyond the budget.
-MAX_VERIFY_PARTITIONS = 512
+MAX_VERIFY_PARTITIONS = 1024
 
 
 def _partition_jobs(
     dataset: Dataset,
-    reps: np.ndarray,
-    involved: np.ndarray,
+    rows: np.ndarray,
     doc_part: np.ndarray,
     local: np.ndarray,
     order: np.ndarray,
     bounds: np.ndarray,
     n_parts: int,
-    n_chars: np.ndarray,
 ) -> Iterator[tuple[pa.Array, np.ndarray]]:
     """Yield (raw texts, pairs as positions in them) for each partition, in partition order."""
     if n_parts == 1:
-        rows = np.flatnonzero(doc_part == 0)
-        texts = dataset.take("text", reps[involved[rows]])
-        pairs = local[order[bounds[1] : bounds[2]]]
-        yield texts, np.searchsorted(rows, pairs)
+        members = np.flatnonzero(doc_part == 0)
+        texts = dataset.take("text", rows[members])
+        yield texts, np.searchsorted(members, local[order[bounds[1] : bounds[2]]])
         return
-    yield from _spilled_partitions(dataset, reps, involved, doc_part, local, order, bounds, n_parts)
+    yield from _spilled_partitions(dataset, rows, doc_part, local, order, bounds, n_parts)
+
+
+#: Records read at a time by the spill pass of the verification (bigger writes per partition file).
+SPILL_BATCH_ROWS = 65_536
 
 
 def _spilled_partitions(
     dataset: Dataset,
-    reps: np.ndarray,
-    involved: np.ndarray,
+    rows: np.ndarray,
     doc_part: np.ndarray,
     local: np.ndarray,
     order: np.ndarray,
@@ -420,16 +443,15 @@ def _spilled_partitions(
         writers = [
             pa.ipc.new_file(str(folder / f"p{p:05d}.arrow"), schema, options=options) for p in range(n_parts)
         ]
-        rows_inv = reps[involved]  # ascending: reps and involved both are
         offset = 0
         pos = 0
-        for values in dataset.content_batches("text", 8192):
+        for values in dataset.content_batches("text", SPILL_BATCH_ROWS):
             end = offset + len(values)
-            stop = int(np.searchsorted(rows_inv, end))
+            stop = int(np.searchsorted(rows, end))
             if stop > pos:
                 sel = np.arange(pos, stop)
                 parts = doc_part[sel]
-                texts = _as_large_string(values.take(pa.array(rows_inv[sel] - offset)))
+                texts = _as_large_string(values.take(pa.array(rows[sel] - offset)))
                 by_part = np.argsort(parts, kind="stable")
                 cuts = np.flatnonzero(np.diff(parts[by_part])) + 1
                 for group in np.split(by_part, cuts):

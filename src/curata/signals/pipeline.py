@@ -248,12 +248,19 @@ def map_records(
             yield [batch[i] for i in keep]
 
     computed_parts: list[pa.Table] = []
+    fresh: list[pa.Table] = []
     computed_rows: list[np.ndarray] = []
     for result in engine.map_batches(fn, misses(), args=args, description=description, total=total_batches):
         computed_rows.append(miss_rows.popleft())
-        computed_parts.append(
+        fresh.append(
             pa.Table.from_batches([result]).append_column("content_hash", hash_column(miss_hashes.popleft()))
         )
+        if sum(t.num_rows for t in fresh) >= COMPACT_ROWS:
+            computed_parts.append(_compact(fresh))
+            fresh = []
+    if fresh:
+        computed_parts.append(_compact(fresh))
+    del fresh
     computed = pa.concat_tables(computed_parts) if computed_parts else None
     del computed_parts
     n_computed = 0 if computed is None else computed.num_rows
@@ -286,6 +293,21 @@ def map_records(
     combined = pa.concat_tables([t.select(columns) for t in sources])
     table = combined.take(pa.array(position))
     return Signals(table, modality, n_computed, n_cached, np.concatenate(all_hashes))
+
+
+#: Computed rows gathered into one contiguous Arrow table at a time (see ``_compact``).
+COMPACT_ROWS = 262_144
+
+
+def _compact(parts: list[pa.Table]) -> pa.Table:
+    """Copy a few batch results into one contiguous table, releasing the results themselves.
+
+    Each result arrives from a worker as its own small buffers (unpickled by the pool's receiving
+    thread, between transient allocations); kept for the whole pass they would be scattered over
+    the heap for its whole life. Copied into one large Arrow allocation every ``COMPACT_ROWS``
+    rows, the small ones are freed and reused for the next batches.
+    """
+    return pa.concat_tables(parts).combine_chunks()
 
 
 def _encode_text(value: Any) -> bytes | None:
