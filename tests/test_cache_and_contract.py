@@ -92,6 +92,50 @@ def test_partly_cached_signals_are_gathered_in_row_order(tmp_path: Path) -> None
     assert mixed.table.equals(fresh.table)
 
 
+class _FailsAtBatch:
+    """Signals of a batch, except that the batch holding ``poison`` raises (a step failing mid-way)."""
+
+    def __init__(self, poison: str) -> None:
+        from curata.signals import pipeline
+
+        self.poison = poison
+        self.signals = pipeline.text_batch_signals
+
+    def __call__(self, texts: list[str | None], settings: object) -> object:
+        if self.poison in texts:
+            raise RuntimeError("worker lost")
+        return self.signals(texts, settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("compact_rows", [6, 1_000_000])
+def test_a_rerun_after_a_failure_mid_step_resumes_from_cached_signals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compact_rows: int
+) -> None:
+    """Batches finished before a failure are in the cache (every compacted part, and what was left
+    when it failed): the re-run computes only the rest and ends with the same signals."""
+    from curata.engine import get_engine
+    from curata.io import read_dataset
+    from curata.signals import pipeline
+    from curata.signals.cache import SignalCache
+
+    rng = random.Random(14)
+    texts = [f"{i} {random_text(rng, 12)}" for i in range(40)]
+    data = write_parquet(tmp_path / "d.parquet", [{"text": t} for t in texts])
+    settings = pipeline.SignalSettings(batch_size=6)
+    cache = SignalCache(tmp_path / "ws")
+    engine = get_engine("local", 1)
+    monkeypatch.setattr(pipeline, "COMPACT_ROWS", compact_rows)
+    monkeypatch.setattr(pipeline, "text_batch_signals", _FailsAtBatch(texts[27]))
+    with pytest.raises(RuntimeError, match="worker lost"):
+        pipeline.compute_signals(read_dataset(data), engine, settings, cache)
+    monkeypatch.undo()
+    again = pipeline.compute_signals(read_dataset(data), engine, settings, cache)
+    # Batches 0-3 (rows 0-23) finished before the batch with row 27 failed.
+    assert (again.cached, again.computed) == (24, 16)
+    fresh = pipeline.compute_signals(read_dataset(data), engine, settings)
+    assert again.table.equals(fresh.table)
+
+
 def test_chunked_verification_finds_the_same_pairs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Verifying candidate pairs in many small chunks changes nothing but memory."""
     from curata.checks import groups

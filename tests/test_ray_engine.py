@@ -346,6 +346,51 @@ def test_text_audit_equals_local_and_survives_a_killed_worker(
     assert _findings(again) == wanted
 
 
+def _die_on(texts: Any, settings: Any, poison: str) -> Any:
+    if poison in texts:
+        os.kill(os.getpid(), signal.SIGKILL)  # every try: the batch is lost past the retries
+    return pipeline.text_batch_signals(texts, settings)
+
+
+def test_a_run_lost_past_retries_fails_in_one_line_and_the_rerun_resumes(
+    cluster: dict[str, Any],
+    text_data: Path,
+    text_local: AuditResult,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from curata.engine.ray import RayEngine
+
+    audit_module = sys.modules[AuditResult.__module__]  # the module: ``curata.audit`` is the function
+
+    texts = pq.read_table(text_data).column("text").to_pylist()
+    total = len(texts)
+    poison = texts[-8]  # in the last signal batch (40 rows a batch): every earlier batch completes
+    monkeypatch.setattr(pipeline, "text_batch_signals", functools.partial(_die_on, poison=poison))
+    monkeypatch.setattr(
+        audit_module, "get_engine", lambda *a, **k: RayEngine(cluster["address"], max_retries=0)
+    )
+    workspace = tmp_path / "ws"
+    with pytest.raises(EngineError) as info:
+        audit(text_data, tmp_path / "o1", settings=TEXT_SETTINGS, engine="ray", workspace=workspace)
+    assert "\n" not in str(info.value) and "re-run" in str(info.value)
+    assert not (tmp_path / "o1" / "findings.parquet").exists()
+    monkeypatch.undo()
+    again = audit(
+        text_data,
+        tmp_path / "o2",
+        settings=TEXT_SETTINGS,
+        engine="ray",
+        ray_address=cluster["address"],
+        workspace=workspace,
+    )
+    signals = again.report["signals"]
+    # The batches finished before the loss were cached by the failed run: only the rest is computed.
+    assert signals["cached"] >= total - 40 and signals["computed"] > 0
+    assert signals["cached"] + signals["computed"] == total
+    assert _findings(again) == _findings(text_local)
+
+
 def test_image_audit_equals_local(cluster: dict[str, Any], tmp_path: Path) -> None:
     layout: dict[str, bytes] = {}
     for i in range(24):

@@ -250,22 +250,36 @@ def map_records(
     computed_parts: list[pa.Table] = []
     fresh: list[pa.Table] = []
     computed_rows: list[np.ndarray] = []
-    for result in engine.map_batches(fn, misses(), args=args, description=description, total=total_batches):
-        computed_rows.append(miss_rows.popleft())
-        fresh.append(
-            pa.Table.from_batches([result]).append_column("content_hash", hash_column(miss_hashes.popleft()))
-        )
-        if sum(t.num_rows for t in fresh) >= COMPACT_ROWS:
-            computed_parts.append(_compact(fresh))
-            fresh = []
-    if fresh:
-        computed_parts.append(_compact(fresh))
-    del fresh
+
+    def keep(parts: list[pa.Table]) -> pa.Table:
+        # Each compacted part goes to the cache at once: a run that fails later (a lost worker, an
+        # interrupt) leaves what it computed, and the re-run computes only the rest.
+        part = _compact(parts)
+        if cache is not None:
+            cache.store(fingerprint, part)
+        return part
+
+    try:
+        for result in engine.map_batches(
+            fn, misses(), args=args, description=description, total=total_batches
+        ):
+            computed_rows.append(miss_rows.popleft())
+            fresh.append(
+                pa.Table.from_batches([result]).append_column(
+                    "content_hash", hash_column(miss_hashes.popleft())
+                )
+            )
+            if sum(t.num_rows for t in fresh) >= COMPACT_ROWS:
+                computed_parts.append(keep(fresh))
+                fresh = []
+    finally:
+        # Also on failure: the batches that came back before it are complete and in order.
+        if fresh:
+            computed_parts.append(keep(fresh))
+        del fresh
     computed = pa.concat_tables(computed_parts) if computed_parts else None
     del computed_parts
     n_computed = 0 if computed is None else computed.num_rows
-    if cache is not None and computed is not None and n_computed:
-        cache.store(fingerprint, computed)
     n_rows = dataset.num_rows
     if computed is not None and n_computed == n_rows:
         # Nothing came from the cache: the computed rows are already in row order, no gather needed.
