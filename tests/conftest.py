@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import os
 import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -119,3 +131,78 @@ def write_image_folder(root: Path, layout: dict[str, bytes]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     return root
+
+
+# -- a real Ray cluster for the engine tests ---------------------------------------------------------
+
+#: Token authentication with a token of this session's own (whatever ~/.ray holds), set before Ray
+#: is first imported: Ray reads the mode once.
+RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+if importlib.util.find_spec("ray") is not None:
+    os.environ.update(RAY_AUTH)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[dict[str, Any]]:
+    """A 2-CPU Ray head started with ``ray start --head --block`` (one for the whole session, shared
+    by every Ray test module), this process connected to it; stopped (only it) at the end.
+
+    Yields ``address`` (HOST:PORT), ``client`` (the ray:// address of its client server) and
+    ``engine`` (a RayEngine connected to it).
+    """
+    ray = pytest.importorskip("ray", reason="needs curata[ray]")
+    from curata.engine import get_engine
+
+    tmp = tempfile.mkdtemp(prefix="cr", dir="/tmp")  # short: Ray's unix sockets live under it
+    port = free_port()
+    client_port = free_port()
+    env = {**os.environ, **RAY_AUTH, "RAY_TMPDIR": tmp, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    command = [
+        str(Path(sys.executable).with_name("ray")),
+        "start",
+        "--head",
+        f"--port={port}",
+        "--num-cpus=2",
+        "--include-dashboard=false",
+        f"--dashboard-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--ray-client-server-port={client_port}",
+        "--disable-usage-stats",
+        f"--temp-dir={tmp}",
+        "--block",
+    ]
+    log = Path(tmp) / "start.log"
+    with log.open("wb") as sink:
+        head = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    saved = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = tmp
+    try:
+        deadline = time.monotonic() + 90
+        while b"Ray runtime started" not in log.read_bytes():
+            if head.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"ray start failed:\n{log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        address = f"127.0.0.1:{port}"
+        engine = get_engine("ray", address=address)
+        node_ip = ray.nodes()[0]["NodeManagerAddress"]
+        yield {"address": address, "client": f"ray://{node_ip}:{client_port}", "engine": engine}
+    finally:
+        ray.shutdown()
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
+        shutil.rmtree(tmp, ignore_errors=True)

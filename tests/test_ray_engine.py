@@ -10,15 +10,10 @@ import importlib.util
 import json
 import os
 import random
-import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,79 +28,25 @@ from curata.lsh import candidate_pairs
 from curata.signals import pipeline
 from curata.signals.embed import EmbedSettings
 
-from conftest import edit_words, encode, pattern_image, random_text, write_image_folder, write_parquet
+from conftest import (
+    edit_words,
+    encode,
+    free_port,
+    pattern_image,
+    random_text,
+    write_image_folder,
+    write_parquet,
+)
 
 if importlib.util.find_spec("ray") is None:
     pytest.skip("needs curata[ray]", allow_module_level=True)
 
 pytestmark = pytest.mark.ray
 
-#: Token authentication with a token of this session's own (whatever ~/.ray holds), set before Ray
-#: is first imported: Ray reads the mode once.
-AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-os.environ.update(AUTH)
-
 import ray  # noqa: E402
 
 # Functions of this module run on Ray workers, which cannot import it: ship them by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[dict[str, Any]]:
-    """A 2-CPU Ray head started with ``ray start --head --block``, stopped (only it) at the end."""
-    tmp = tempfile.mkdtemp(prefix="cr", dir="/tmp")  # short: Ray's unix sockets live under it
-    port = _free_port()
-    client_port = _free_port()
-    env = {**os.environ, **AUTH, "RAY_TMPDIR": tmp, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
-    command = [
-        str(Path(sys.executable).with_name("ray")),
-        "start",
-        "--head",
-        f"--port={port}",
-        "--num-cpus=2",
-        "--include-dashboard=false",
-        f"--dashboard-port={_free_port()}",
-        f"--dashboard-agent-listen-port={_free_port()}",
-        f"--ray-client-server-port={client_port}",
-        "--disable-usage-stats",
-        f"--temp-dir={tmp}",
-        "--block",
-    ]
-    log = Path(tmp) / "start.log"
-    with log.open("wb") as sink:
-        head = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
-    saved = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = tmp
-    try:
-        deadline = time.monotonic() + 90
-        while b"Ray runtime started" not in log.read_bytes():
-            if head.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"ray start failed:\n{log.read_text()[-2000:]}")
-            time.sleep(0.2)
-        address = f"127.0.0.1:{port}"
-        engine = get_engine("ray", address=address)
-        node_ip = ray.nodes()[0]["NodeManagerAddress"]
-        yield {"address": address, "client": f"ray://{node_ip}:{client_port}", "engine": engine}
-    finally:
-        ray.shutdown()
-        head.send_signal(signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            head.kill()
-        if saved is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = saved
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # -- per-record work -------------------------------------------------------------------------------
@@ -465,7 +406,7 @@ def test_cli_over_ray_client_reads_s3_and_matches_local(
 
 
 def test_unreachable_cluster_is_one_clear_line(text_data: Path, tmp_path: Path) -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     command = [
         str(Path(sys.executable).with_name("curata")),
         "audit",

@@ -9,10 +9,12 @@ import pyarrow as pa
 
 from curata.checks.base import Check, Context, FindingsBuilder, register
 from curata.checks.groups import (
+    context_engine,
     exact_key_column,
     normalized_texts,
     phash_codes,
     valid_content_mask,
+    workspace_temp,
 )
 from curata.dataset import Dataset
 from curata.errors import ConfigError
@@ -77,7 +79,7 @@ class ContaminationCheck(Check):
                 raise ConfigError(
                     f"reference {ref.source} holds {ref_sig.modality}, the data holds {data_sig.modality}"
                 )
-            matches = _exact_matches(data_sig, ref_sig)
+            matches = _exact_matches(context, ref_sig)
             if data_sig.modality == "text":
                 if "near" in settings.modes:
                     _merge(matches, _text_near_matches(context, ref, ref_sig))
@@ -108,21 +110,29 @@ def _merge(into: dict[int, _Match], new: dict[int, _Match]) -> None:
             into[row] = m
 
 
-def _exact_matches(data_sig: Signals, ref_sig: Signals) -> dict[int, _Match]:
-    import pyarrow.compute as pc
+def _exact_matches(context: Context, ref_sig: Signals) -> dict[int, _Match]:
+    """Records whose content key equals a valid reference record's; each names the first such one.
 
+    An engine join: the reference keys then the data keys go through ``group_representatives``
+    with the reference rows ranked first (in row order), so a data row whose group is represented
+    by a reference row matches that row, the lowest valid reference row with its key.
+    """
+    from curata import outofcore
+
+    data_sig: Signals = context.signals["data"]
     data_keys = exact_key_column(data_sig)
     ref_keys = exact_key_column(ref_sig)
-    ref_valid = valid_content_mask(ref_sig)
-    ref_keys_valid = ref_keys.filter(pa.array(ref_valid))
-    ref_rows = np.flatnonzero(ref_valid)
-    idx = pc.index_in(data_keys, value_set=ref_keys_valid)
-    valid = valid_content_mask(data_sig) & np.asarray(idx.is_valid())
+    if ref_keys.type != data_keys.type:
+        ref_keys = ref_keys.cast(data_keys.type)
+    n_ref = len(ref_keys)
+    keys = pa.chunked_array([*ref_keys.chunks, *data_keys.chunks], type=data_keys.type)
+    valid = np.concatenate([valid_content_mask(ref_sig), valid_content_mask(data_sig)])
+    rank = np.arange(len(keys), dtype=np.int64)
+    with outofcore.configured(**workspace_temp(context)):
+        group = context_engine(context).group_representatives(keys, valid, rank)[n_ref:]
     what = "identical text to" if data_sig.modality == "text" else "identical pixels to"
-    positions = np.asarray(idx.fill_null(0).to_numpy(zero_copy_only=False))
-    return {
-        int(row): _Match(int(ref_rows[positions[row]]), 1.0, "exact", what) for row in np.flatnonzero(valid)
-    }
+    matched = np.flatnonzero((group >= 0) & (group < n_ref))
+    return {int(row): _Match(int(group[row]), 1.0, "exact", what) for row in matched}
 
 
 def _band_key_matrix(signals: Signals) -> np.ndarray:

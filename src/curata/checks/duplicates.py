@@ -11,9 +11,8 @@ import numpy as np
 import pyarrow as pa
 
 from curata.checks.base import FINDINGS_SCHEMA, Check, Context, FindingsBuilder, empty_findings, register
-from curata.checks.groups import shared_clusters, shared_exact, shared_near, shared_rank
+from curata.checks.groups import context_engine, shared_clusters, shared_exact, shared_near, shared_rank
 from curata.dataset import SPLIT_ORDER
-from curata.lsh import connected_labels
 
 
 def _needs_content(context: Context) -> str | None:
@@ -86,8 +85,8 @@ class NearDuplicateCheck(Check):
         sims = np.asarray(near.similarity, dtype=np.float64)
         involved = np.unique(pairs)
         local = np.searchsorted(involved, pairs)
-        # Clusters are connected components, labelled by their lowest row: reported in that order.
-        label = connected_labels(len(involved), local)
+        # Clusters are connected components (found by the engine), labelled by their lowest row.
+        label = context_engine(context).connected_components(len(involved), local)
         best = np.zeros(len(involved), dtype=np.float64)
         np.maximum.at(best, local[:, 0], sims)
         np.maximum.at(best, local[:, 1], sims)

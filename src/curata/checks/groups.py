@@ -6,15 +6,17 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from curata.checks.base import Context, clusters_from_pairs
+from curata.checks.base import Context
 from curata.dataset import SPLIT_ORDER, Dataset
 from curata.signals.pipeline import Signals
+
+if TYPE_CHECKING:
+    from curata.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -116,110 +118,19 @@ def exact_key_column(signals: Signals) -> pa.ChunkedArray:
     return signals.column("norm_hash" if signals.modality == "text" else "pixel_hash")
 
 
-def exact_groups(signals: Signals, rank: np.ndarray) -> ExactGroups:
+def exact_groups(signals: Signals, rank: np.ndarray, engine: Engine | None = None) -> ExactGroups:
     """Group rows with identical normalised content; invalid rows (and null keys) get -1.
 
     The representative of a group is its row of lowest ``rank`` (see ``representative_rank``).
-    Above ``OutOfCoreSettings.max_in_memory_rows`` rows the groups are formed in DuckDB (spilling
-    to disk), otherwise with an Arrow dictionary encoding; both give the same groups.
+    The engine forms the groups (``group_representatives``; the local engine in memory or, above
+    ``OutOfCoreSettings.max_in_memory_rows`` rows, in DuckDB; the Ray engine by a shuffle), all
+    giving the same groups; None: a one-worker local engine.
     """
-    from curata import outofcore
+    from curata.engine import LocalEngine
 
     keys = exact_key_column(signals)
-    valid = valid_content_mask(signals) & np.asarray(keys.is_valid().to_numpy(zero_copy_only=False))
-    n = len(valid)
-    settings = outofcore.current()
-    if n > settings.max_in_memory_rows and n >= 2:
-        return ExactGroups(_exact_groups_duckdb(keys, valid, np.asarray(rank, np.int64), settings), keys)
-    codes = pc.dictionary_encode(keys).combine_chunks()
-    idx = np.asarray(codes.indices.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
-    idx = np.where(valid, idx, len(codes.dictionary))
-    best = np.full(len(codes.dictionary) + 1, n, dtype=np.int64)
-    np.minimum.at(best, idx[valid], rank[valid])
-    order = np.argsort(rank, kind="stable")
-    group = np.where(valid, order[np.minimum(best[idx], n - 1)], -1)
-    return ExactGroups(group, keys)
-
-
-def _exact_key_batches(
-    keys: pa.ChunkedArray, valid: np.ndarray, rank: np.ndarray, chunk_rows: int
-) -> pa.RecordBatchReader:
-    """Stream (key..., row, rank) of the valid rows, ``chunk_rows`` rows at a time.
-
-    16-byte hashes travel as two UBIGINT columns (DuckDB groups integers much faster than blobs);
-    other key types as they are.
-    """
-    from curata import outofcore
-
-    split = pa.types.is_fixed_size_binary(keys.type) and keys.type.byte_width == 16
-    if split:
-        schema = pa.schema(
-            [("k0", pa.uint64()), ("k1", pa.uint64()), ("row", pa.int64()), ("rank", pa.int64())]
-        )
-    else:
-        schema = pa.schema([("k0", keys.type), ("row", pa.int64()), ("rank", pa.int64())])
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        offset = 0
-        for piece in keys.chunks:
-            for lo in range(0, len(piece), chunk_rows):
-                part = piece.slice(lo, chunk_rows)
-                start = offset + lo
-                rows = np.flatnonzero(valid[start : start + len(part)])
-                outofcore.record(len(part))
-                if rows.size == 0:
-                    continue
-                sel = pa.array(rows)
-                if split:
-                    buf = part.buffers()[1]
-                    assert buf is not None
-                    words = np.frombuffer(buf, np.uint64, count=2 * len(part), offset=part.offset * 16)
-                    words = words.reshape(-1, 2)[rows]
-                    cols = [pa.array(words[:, 0]), pa.array(words[:, 1])]
-                else:
-                    cols = [part.take(sel)]
-                yield pa.record_batch(
-                    [*cols, pa.array(rows + start), pa.array(rank[rows + start])], schema=schema
-                )
-            offset += len(piece)
-
-    return pa.RecordBatchReader.from_batches(schema, batches())
-
-
-def _exact_groups_duckdb(
-    keys: pa.ChunkedArray, valid: np.ndarray, rank: np.ndarray, settings: Any
-) -> np.ndarray:
-    """``group`` of :func:`exact_groups` computed by a DuckDB group-by (spilling past its memory limit).
-
-    The group-by keeps only keys held by two or more rows, with the row of lowest rank; a second pass
-    joins the rows to those groups and streams (row, representative) back in chunks.  Every other
-    valid row is its own group.
-    """
-    from curata import outofcore
-
-    n = len(valid)
-    group = np.where(valid, np.arange(n, dtype=np.int64), -1)
-    chunk = settings.chunk_rows
-    split = pa.types.is_fixed_size_binary(keys.type) and keys.type.byte_width == 16
-    key = "k0, k1" if split else "k0"
-    on = "e.k0 = g.k0 AND e.k1 = g.k1" if split else "e.k0 = g.k0"
-    with outofcore.duckdb_connection(settings, "exact") as (con, _):
-        con.register("entries", _exact_key_batches(keys, valid, rank, chunk))
-        con.execute(
-            f"CREATE TABLE g AS SELECT {key}, arg_min(row, rank) AS rep FROM entries "
-            f"GROUP BY {key} HAVING count(*) >= 2"
-        )
-        con.unregister("entries")
-        if con.execute("SELECT count(*) FROM g").fetchall()[0][0] == 0:
-            return group
-        # As in curata.lsh: build the join's hash table on the groups, not on the unsized stream.
-        con.execute("SET disabled_optimizers = 'join_order,build_side_probe_side'")
-        con.register("entries", _exact_key_batches(keys, valid, rank, chunk))
-        for part in con.sql(f"SELECT e.row, g.rep FROM entries e JOIN g ON {on}").to_arrow_reader(chunk):
-            outofcore.record(part.num_rows)
-            group[part.column(0).to_numpy()] = part.column(1).to_numpy()
-        con.unregister("entries")
-    return group
+    runner = engine or LocalEngine(workers=1)
+    return ExactGroups(runner.group_representatives(keys, valid_content_mask(signals), rank), keys)
 
 
 def representative_rank(dataset: Dataset) -> np.ndarray:
@@ -269,16 +180,23 @@ def rep_band_keys(signals: Signals, reps: np.ndarray, out: np.ndarray | None = N
     return out
 
 
+def context_engine(context: Context) -> Engine:
+    """The engine the audit runs on (a one-worker local engine when the context names none)."""
+    from curata.engine import LocalEngine
+
+    engine: Engine = context.settings.get("engine") or LocalEngine(workers=1)
+    return engine
+
+
 def text_near_pairs(context: Context, reps: np.ndarray) -> NearPairs:
     """MinHash-LSH candidates among ``reps``, verified by exact Jaccard of shingle sets."""
     from curata import outofcore
-    from curata.engine import LocalEngine
     from curata.lsh import DEFAULT_MAX_BUCKET
 
     signals: Signals = context.signals["data"]
     settings = context.settings["signals"].minhash
-    engine = context.settings.get("engine") or LocalEngine(workers=1)
-    with outofcore.configured(**_workspace_temp(context)):
+    engine = context_engine(context)
+    with outofcore.configured(**workspace_temp(context)):
         key_type = signals.column("band_keys").type
         # Past the in-memory size the keys go to a file-backed array the out-of-core path reads by
         # chunks: they are a copy of the signal column (rows of exact copies left out), as large.
@@ -308,7 +226,7 @@ def candidate_nodes(cand: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return nodes, position[cand]
 
 
-def _workspace_temp(context: Context) -> dict[str, Any]:
+def workspace_temp(context: Context) -> dict[str, Any]:
     """Out-of-core settings pointing DuckDB and spill files into the audit's workspace."""
     workspace = context.settings.get("workspace")
     return {"temp_directory": Path(workspace) / "tmp"} if workspace is not None else {}
@@ -537,8 +455,8 @@ def shared_exact(context: Context) -> ExactGroups:
     from curata import outofcore
 
     def compute() -> ExactGroups:
-        with outofcore.configured(**_workspace_temp(context)):
-            return exact_groups(context.signals["data"], shared_rank(context))
+        with outofcore.configured(**workspace_temp(context)):
+            return exact_groups(context.signals["data"], shared_rank(context), context_engine(context))
 
     groups: ExactGroups = context.shared("exact_groups", compute)
     return groups
@@ -569,7 +487,7 @@ def shared_clusters(context: Context) -> DuplicateClusters:
         exact_pairs = np.stack([exact.group[members], rows[members]], axis=1)
         exact_pairs = exact_pairs[exact_pairs[:, 0] != exact_pairs[:, 1]]
         pairs = np.concatenate([exact_pairs, near.pairs]) if len(near.pairs) else exact_pairs
-        labels = clusters_from_pairs(n, pairs)
+        labels = context_engine(context).connected_components(n, pairs)
         rank = shared_rank(context)
         best = np.full(n, n, dtype=np.int64)
         np.minimum.at(best, labels, rank)

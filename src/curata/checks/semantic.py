@@ -96,7 +96,7 @@ class SemanticDuplicateCheck(Check):
         return reason
 
     def run(self, context: Context) -> pa.Table:
-        """One finding per duplicate, against the kept record it repeats."""
+        """One finding per duplicate, against the kept record it repeats (pairs found by the engine)."""
         from curata.semantic import SemanticDupSettings, semantic_duplicate_pairs
 
         settings = context.settings.get("semantic") or SemanticSettings()
@@ -111,7 +111,7 @@ class SemanticDuplicateCheck(Check):
             nearest = shared_neighbours(context).distance[rows, 0].astype(np.float64)
             threshold, rule = automatic_threshold(nearest), "automatic"
         search = SemanticDupSettings(min_cosine=threshold)
-        pairs, cosines = semantic_duplicate_pairs(emb.vectors[rows], search)
+        pairs, cosines = semantic_duplicate_pairs(emb.vectors[rows], search, context.settings.get("engine"))
         if len(pairs) == 0:
             return out.table()
         pairs = rows[pairs]

@@ -1,15 +1,20 @@
 """The engine interface: map a picklable function over batches, in order, with progress.
 
 Engines also run the cross-record steps that a cluster can share out (``bucket_pairs``: the LSH
-band buckets), so checks call the engine and never know which one ran.
+band buckets; ``connected_components``: duplicate clusters; ``group_representatives``: exact
+duplicate groups and exact matches against a reference), so checks call the engine and never know
+which one ran: every engine returns the same arrays.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -44,5 +49,22 @@ class Engine(Protocol):
         Same result as :func:`curata.lsh.candidate_pairs`: buckets of more than ``max_bucket`` rows
         emit a star from their lowest row plus a chain over consecutive rows instead of every pair
         (None: ``curata.lsh.DEFAULT_MAX_BUCKET``).
+        """
+        ...
+
+    def connected_components(self, n: int, pairs: np.ndarray) -> np.ndarray:
+        """A label per row of ``n``: the lowest row of its connected component over ``pairs``.
+
+        ``pairs`` is an (m, 2) array of rows in ``[0, n)``; the labels equal
+        :func:`curata.lsh.connected_labels`.
+        """
+        ...
+
+    def group_representatives(self, keys: pa.ChunkedArray, valid: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        """int64 per row: the row of lowest ``rank`` among the valid rows whose key equals its key.
+
+        -1 for rows not ``valid`` and rows with a null key; a row whose key no other valid row holds
+        is its own representative. ``rank`` is a permutation of ``0..n-1``. Equals
+        :func:`curata.engine.grouping.group_representatives`.
         """
         ...

@@ -1,4 +1,8 @@
-"""The embedded engine: a local process pool with a bounded number of batches in flight."""
+"""The embedded engine: a local process pool with a bounded number of batches in flight.
+
+Its cross-record steps run in this process: in numpy up to a size, in DuckDB (spilling to disk)
+beyond it, as :mod:`curata.outofcore` sets.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,15 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from curata.errors import ConfigError
 from curata.progress import progress_bar
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 R = TypeVar("R")
 
@@ -71,3 +78,15 @@ class LocalEngine:
         from curata.lsh import DEFAULT_MAX_BUCKET, candidate_pairs
 
         return candidate_pairs(band_keys, DEFAULT_MAX_BUCKET if max_bucket is None else max_bucket)
+
+    def connected_components(self, n: int, pairs: np.ndarray) -> np.ndarray:
+        """Components as :func:`curata.lsh.connected_labels` (a union-find in this process)."""
+        from curata.lsh import connected_labels
+
+        return connected_labels(n, pairs)
+
+    def group_representatives(self, keys: pa.ChunkedArray, valid: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        """Exact groups as :func:`curata.engine.grouping.group_representatives`, in this process."""
+        from curata.engine.grouping import group_representatives
+
+        return group_representatives(keys, valid, rank)

@@ -18,13 +18,18 @@ the same number of loads without starting actors, so they are used then.
 store in chunks, workers turn each chunk into (band, key, row) rows tagged with a hash partition,
 ``groupby(partition).map_groups`` emits every bucket's pairs (with the capped buckets of
 :func:`curata.lsh.candidate_pairs`), a second groupby on a hash of the pair drops pairs found in
-several bands, and only the unique pairs come back to the driver. ``connected_components`` (not
-yet called by the checks) keeps the edges in the object store and iterates hook-and-jump rounds.
+several bands, and only the unique pairs come back to the driver. ``connected_components``
+(duplicate clusters) keeps the edges in the object store and iterates hook-and-jump rounds.
+``group_representatives`` (exact-duplicate groups, exact matches against a reference) is a hash
+shuffle of plain tasks: map tasks split chunks of (key, row, rank) entries by a hash of the key,
+one reduce task per partition picks each repeated key's row of lowest rank, and only the rows of
+repeated keys come back.
 """
 
 from __future__ import annotations
 
 import importlib
+import itertools
 import logging
 import math
 import os
@@ -35,21 +40,26 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from curata.errors import ConfigError, EngineError, MissingDependencyError
 from curata.progress import progress_bar
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 R = TypeVar("R")
 
 #: Encoders whose model runs on torch and so gains from a GPU (an encoder may say so itself with a
 #: ``wants_gpu`` attribute).
 TORCH_ENCODERS = frozenset({"minilm", "efficientnet-lite0", "ssl"})
-#: (band, key, row) rows per shuffle partition of ``bucket_pairs`` (~100 MB a group).
+#: (band, key, row) rows per shuffle partition of ``bucket_pairs`` (~100 MB a group), and (key,
+#: row, rank) entries per partition of ``group_representatives``.
 PARTITION_KEYS = 4_000_000
-#: Band keys per block put into the object store by ``bucket_pairs``.
+#: Band keys per block put into the object store by ``bucket_pairs`` (edges by
+#: ``connected_components``, entries by ``group_representatives``).
 CHUNK_KEYS = 1_000_000
 #: Seconds to wait for a TCP answer from a cluster address before giving up (ray.init would
 #: otherwise retry for minutes).
@@ -65,6 +75,16 @@ def import_ray() -> Any:
     except ImportError:
         raise MissingDependencyError("ray", "ray") from None
     return ray
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message, at most 200 characters (errors stay one line)."""
+    return (str(exc).strip().splitlines() or [""])[0][:200]
+
+
+def _step_failed(step: str, exc: BaseException) -> EngineError:
+    """The error for a cross-record step that Ray could not finish (retries spent, node lost)."""
+    return EngineError(f"ray engine: {step} failed ({type(exc).__name__}: {_reason(exc)})")
 
 
 def _no_cluster(address: str | None, reason: str) -> str:
@@ -299,10 +319,9 @@ class RayEngine:
                 raise cause from None
             raise
         except ray.exceptions.RayError as exc:
-            reason = (str(exc).strip().splitlines() or [""])[0][:200]
             raise EngineError(
                 f"ray engine: batch {index} was lost after {self.max_retries} retries "
-                f"({type(exc).__name__}: {reason}); re-run to go on (signals already computed are "
+                f"({type(exc).__name__}: {_reason(exc)}); re-run to go on (signals already computed are "
                 "read from the workspace cache)"
             ) from None
 
@@ -339,10 +358,7 @@ class RayEngine:
         try:
             code: np.ndarray = ray.get(plan.remote(blocks, max_bucket, n, parts))
         except ray.exceptions.RayError as exc:
-            reason = (str(exc).strip().splitlines() or [""])[0][:200]
-            raise EngineError(
-                f"ray engine: the LSH bucket shuffle failed ({type(exc).__name__}: {reason})"
-            ) from None
+            raise _step_failed("the LSH bucket shuffle", exc) from None
         return np.stack([code // n, code % n], axis=1).astype(np.int64)
 
     def connected_components(self, n: int, pairs: np.ndarray) -> np.ndarray:
@@ -352,7 +368,7 @@ class RayEngine:
         still have different labels and propose to hook the larger label onto the smaller, the
         driver applies the proposals to the label vector (one int64 a row, the size of the result)
         and follows the pointers to their roots. Every component's roots at least halve a round,
-        so it ends in O(log n) rounds. The same partition as ``clusters_from_pairs``.
+        so it ends in O(log n) rounds. The same labels as :func:`curata.lsh.connected_labels`.
         """
         ray = self._ray
         edges = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
@@ -369,10 +385,7 @@ class RayEngine:
             try:
                 found = ray.get([propose.remote(chunk, current) for chunk in chunks])
             except ray.exceptions.RayError as exc:
-                reason = (str(exc).strip().splitlines() or [""])[0][:200]
-                raise EngineError(
-                    f"ray engine: connected components failed ({type(exc).__name__}: {reason})"
-                ) from None
+                raise _step_failed("connected components", exc) from None
             if not any(len(high) for high, _ in found):
                 break
             for high, low in found:
@@ -383,6 +396,124 @@ class RayEngine:
                     break
                 labels = jumped
         return labels
+
+    def group_representatives(self, keys: pa.ChunkedArray, valid: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        """Exact groups (as :func:`curata.engine.grouping.group_representatives`) by a hash shuffle.
+
+        The valid rows' (key, row, rank) entries go to the object store in chunks of about
+        ``CHUNK_KEYS``; a map task per chunk splits its entries by a hash of the key into one
+        return per partition (``PARTITION_KEYS`` entries a partition, at least one per worker), a
+        reduce task per partition returns (row, representative) of the keys held by two or more
+        rows. The driver holds only the result and those rows: every other valid row is its own
+        group.
+        """
+        from curata.engine.grouping import key_batches, valid_entries
+
+        valid, rank = valid_entries(keys, valid, rank)
+        group = np.where(valid, np.arange(len(valid), dtype=np.int64), -1)
+        count = int(np.count_nonzero(valid))
+        if count < 2:
+            return group
+        ray = self._ray
+        parts = max(self.workers, math.ceil(count / PARTITION_KEYS))
+        split = ray.remote(partition_entries).options(
+            num_cpus=1, num_returns=parts, max_retries=self.max_retries
+        )
+        reduce = ray.remote(repeated_key_representatives).options(num_cpus=1, max_retries=self.max_retries)
+        chunks = _gather_batches(key_batches(keys, valid, rank, CHUNK_KEYS), CHUNK_KEYS)
+        # One return per partition (with one partition, Ray hands back the ref itself, not a list).
+        mapped = [split.remote(chunk, parts) for chunk in chunks]
+        outputs = [refs if parts > 1 else [refs] for refs in mapped]
+        reduced = [reduce.remote(*(out[p] for out in outputs)) for p in range(parts)]
+        try:
+            for ref in reduced:
+                rows, reps = ray.get(ref)
+                group[rows] = reps
+        except ray.exceptions.RayError as exc:
+            raise _step_failed("exact-duplicate grouping", exc) from None
+        return group
+
+
+def _gather_batches(reader: pa.RecordBatchReader, rows: int) -> Iterator[pa.Table]:
+    """The reader's batches as tables of about ``rows`` rows (a table per small batch of the signal
+    columns would make a task, and a return per partition, for every few rows)."""
+    import pyarrow as pa
+
+    held: list[pa.RecordBatch] = []
+    size = 0
+    for batch in reader:
+        held.append(batch)
+        size += batch.num_rows
+        if size >= rows:
+            yield pa.Table.from_batches(held, reader.schema)
+            held, size = [], 0
+    if held:
+        yield pa.Table.from_batches(held, reader.schema)
+
+
+def _key_hash(entries: pa.Table) -> np.ndarray:
+    """A uint64 hash of each entry's key that every task computes alike (it picks the partition).
+
+    Split 16-byte hashes and integers are mixed as numbers; other keys (text, blobs; anything
+    else as its text) are hashed by their bytes.
+    """
+    import pyarrow as pa
+    import xxhash
+
+    k0 = entries.column("k0")
+    if "k1" in entries.column_names:
+        low = np.asarray(k0.to_numpy(), dtype=np.uint64)
+        return _mix(low ^ _mix(np.asarray(entries.column("k1").to_numpy(), dtype=np.uint64)))
+    if pa.types.is_integer(k0.type):
+        return _mix(np.asarray(k0.to_numpy()).astype(np.uint64))
+    binary_like = pa.types.is_binary(k0.type) or pa.types.is_large_binary(k0.type)
+    binary_like |= pa.types.is_string(k0.type) or pa.types.is_large_string(k0.type)
+    binary_like |= pa.types.is_fixed_size_binary(k0.type)
+    values = k0.cast(pa.large_binary()) if binary_like else k0.cast(pa.string()).cast(pa.large_binary())
+    return np.fromiter((xxhash.xxh3_64_intdigest(v) for v in values.to_pylist()), np.uint64, len(values))
+
+
+def partition_entries(entries: pa.Table, parts: int) -> Any:
+    """Ray task (map): (key..., row, rank) entries split by a hash of the key into ``parts`` tables.
+
+    Returns the list of tables, one Ray return each (the single table when ``parts`` is 1).
+    """
+    import pyarrow as pa
+
+    part = (_key_hash(entries) % np.uint64(parts)).astype(np.int64)
+    order = np.argsort(part, kind="stable")
+    bounds = np.searchsorted(part[order], np.arange(parts + 1))
+    tables = [entries.take(pa.array(order[a:b])) for a, b in itertools.pairwise(bounds)]
+    return tables if parts > 1 else tables[0]
+
+
+def repeated_key_representatives(*entries: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Ray task (reduce): (row, representative) for every key of a partition held by 2+ rows.
+
+    ``entries`` are the partition's tables from every map task. Sorted by (key, rank, row), a
+    key's rows are consecutive and its first is the row of lowest rank, the representative.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = pa.concat_tables(entries)
+    m = table.num_rows
+    empty = np.zeros(0, np.int64)
+    if m < 2:
+        return empty, empty
+    key_columns = [c for c in table.column_names if c not in ("row", "rank")]
+    table = table.sort_by([(c, "ascending") for c in [*key_columns, "rank", "row"]])
+    starts = np.zeros(m, dtype=bool)
+    starts[0] = True
+    for name in key_columns:
+        col = table.column(name)
+        differ = pc.not_equal(col.slice(1), col.slice(0, m - 1))
+        starts[1:] |= np.asarray(differ.to_numpy(), dtype=bool)
+    first = np.flatnonzero(starts)
+    size = np.diff(np.append(first, m))
+    row = np.asarray(table.column("row").to_numpy(), dtype=np.int64)
+    repeated = np.repeat(size >= 2, size)
+    return row[repeated], np.repeat(row[first], size)[repeated]
 
 
 def hook_proposals(edges: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
