@@ -298,3 +298,20 @@ def test_spilled_array_keeps_its_rows_after_release(tmp_path: Path) -> None:
     plain = np.ones((4, 2))
     outofcore.release_rows(plain, 0, 4)  # an ordinary array: nothing happens
     assert plain.sum() == 8
+
+
+def test_the_command_line_picks_a_memory_pool_that_returns_freed_pages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pyarrow as pa
+
+    before = pa.default_memory_pool()
+    try:
+        monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+        assert outofcore.use_returning_memory_pool() in ("jemalloc", "system")
+        assert pa.default_memory_pool().backend_name in ("jemalloc", "system")
+        pa.set_memory_pool(before)
+        monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", before.backend_name)
+        assert outofcore.use_returning_memory_pool() == before.backend_name  # the user's choice stays
+    finally:
+        pa.set_memory_pool(before)

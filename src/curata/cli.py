@@ -289,6 +289,9 @@ def version() -> None:
 
 def main() -> None:
     """Entry point of the ``curata`` command."""
+    from curata.outofcore import use_returning_memory_pool
+
+    use_returning_memory_pool()
     try:
         app()
     except KeyboardInterrupt:

@@ -36,6 +36,7 @@ __all__ = [
     "duckdb_connection",
     "release_rows",
     "spill_array",
+    "use_returning_memory_pool",
 ]
 
 
@@ -210,3 +211,24 @@ def release_rows(arr: np.ndarray, lo: int, hi: int) -> None:
     if end > start:
         raw.flush(start, end - start)
         raw.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+
+def use_returning_memory_pool() -> str:
+    """Make Arrow allocate from jemalloc (the system allocator where the build lacks it), unless
+    ``ARROW_DEFAULT_MEMORY_POOL`` names a pool; returns the pool's name.
+
+    pyarrow's default, mimalloc, keeps the pages of freed buffers: the transient buffers of reading
+    a 10M-record Parquet file left 1.3 GB resident after reading against 0.45 GB with jemalloc
+    (the table itself is 0.11 GB), and a whole 3M-record dedup audit peaked at 1,735 MiB PSS
+    against 1,532 MiB. Set by the command line; library users choose their own pool.
+    """
+    import pyarrow as pa
+
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return str(pa.default_memory_pool().backend_name)
+    try:
+        pool = pa.jemalloc_memory_pool()
+    except (NotImplementedError, pa.ArrowNotImplementedError):
+        pool = pa.system_memory_pool()
+    pa.set_memory_pool(pool)
+    return str(pool.backend_name)
