@@ -43,7 +43,7 @@ bench: install-dev
 	$(BIN)/python benchmarks/bench_label_issues_e2e.py
 	$(BIN)/python benchmarks/bench_semantic_dups.py
 	$(BIN)/python benchmarks/bench_ssl.py
-	$(BIN)/python benchmarks/bench_scale.py
+	$(BIN)/python benchmarks/bench_scale.py --with-ray
 	$(BIN)/python -m pip install -q -e '.[bench]' && $(BIN)/python benchmarks/bench_datatrove.py
 
 clean:

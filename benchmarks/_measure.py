@@ -39,45 +39,49 @@ def _pss_bytes(pid: int) -> int:
     return 0
 
 
-def _tree_memory_bytes(pid: int) -> tuple[int, int]:
-    """Return (sum of RSS, sum of PSS) over ``pid`` and its descendants."""
+def _tree_memory_bytes(pid: int) -> tuple[int, int, int]:
+    """Return (sum of RSS, sum of PSS, largest single RSS) over ``pid`` and its descendants."""
     tree = _children()
-    rss = pss = 0
+    rss = pss = largest = 0
     stack = [pid]
     page = os.sysconf("SC_PAGE_SIZE")
     while stack:
         p = stack.pop()
         with contextlib.suppress(OSError, IndexError, ValueError):
-            rss += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * page
+            one = int(Path(f"/proc/{p}/statm").read_text().split()[1]) * page
+            rss += one
+            largest = max(largest, one)
             pss += _pss_bytes(p)
         stack.extend(tree.get(p, []))
-    return rss, pss
+    return rss, pss, largest
 
 
 @dataclass(frozen=True)
 class Measure:
-    """One measured run: wall seconds and the tree's peak memory in MiB (PSS sum, RSS sum)."""
+    """One measured run: wall seconds and the tree's peak memory in MiB (PSS sum, RSS sum, and the
+    largest RSS of one process: the main process's own, free of the pages forked workers share)."""
 
     wall_s: float
     peak_pss_mib: float
     peak_rss_mib: float
     returncode: int
+    peak_max_rss_mib: float = 0.0
 
 
 def run_measured(cmd: Sequence[str], env: dict[str, str] | None = None, poll_s: float = 0.05) -> Measure:
     """Run ``cmd`` and return its wall time and the peak memory of its process tree."""
     start = time.perf_counter()
     proc = subprocess.Popen(list(cmd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak_rss = peak_pss = 0
+    peak_rss = peak_pss = peak_one = 0
     while proc.poll() is None:
-        rss, pss = _tree_memory_bytes(proc.pid)
-        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+        rss, pss, one = _tree_memory_bytes(proc.pid)
+        peak_rss, peak_pss, peak_one = max(peak_rss, rss), max(peak_pss, pss), max(peak_one, one)
         time.sleep(poll_s)
     wall = time.perf_counter() - start
     if proc.returncode not in (0, 1):
         err = proc.stderr.read().decode() if proc.stderr else ""
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-2000:]}")
-    return Measure(wall, peak_pss / 2**20, peak_rss / 2**20, proc.returncode)
+    return Measure(wall, peak_pss / 2**20, peak_rss / 2**20, proc.returncode, peak_one / 2**20)
 
 
 def median_runs(cmd: Sequence[str], runs: int, env: dict[str, str] | None = None) -> Measure:

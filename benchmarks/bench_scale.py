@@ -244,6 +244,7 @@ def audit_once(data: Path, work: Path, engine: str, workers: int) -> dict[str, A
         "wall_s": round(m.wall_s, 2),
         "peak_pss_mib": round(m.peak_pss_mib),
         "peak_rss_sum_mib": round(m.peak_rss_mib),
+        "peak_process_rss_mib": round(m.peak_max_rss_mib),
         "load_before": load_before,
         "load_after": loadavg(),
         "timings": report["timings"],
@@ -262,6 +263,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="runs per size and engine (median reported)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--with-ray", action="store_true", help="also run --engine ray (when it exists)")
+    parser.add_argument("--ray-only", action="store_true", help="run --engine ray only (implies --with-ray)")
     parser.add_argument("--quick", action="store_true", help="100k and 300k documents, one run (smoke test)")
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "curata-scale")
     parser.add_argument("--seed", type=int, default=0)
@@ -269,8 +271,8 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [100_000, 300_000] if args.quick else [parse_size(s) for s in args.sizes]
     runs = 1 if args.quick else args.runs
-    engines = ["local"]
-    if args.with_ray:
+    engines = [] if args.ray_only else ["local"]
+    if args.with_ray or args.ray_only:
         if ray_engine_available():
             engines.append("ray")
         else:
@@ -286,7 +288,7 @@ def main() -> None:
         "rows": [],
     }
     header = (
-        f"{'docs':>11} {'engine':>6} {'wall s':>8} {'peak PSS MiB':>12} {'RSS sum MiB':>11} "
+        f"{'docs':>11} {'engine':>6} {'wall s':>8} {'peak PSS MiB':>12} {'RSS sum MiB':>11} {'max RSS':>7} "
         f"{'signals s':>9} {'checks s':>8} {'exact':>9} {'near':>9}  load before/after"
     )
     print(header, flush=True)
@@ -303,6 +305,7 @@ def main() -> None:
                 "wall_s_runs": [d["wall_s"] for d in done],
                 "peak_pss_mib": max(d["peak_pss_mib"] for d in done),
                 "peak_rss_sum_mib": max(d["peak_rss_sum_mib"] for d in done),
+                "peak_process_rss_mib": max(d["peak_process_rss_mib"] for d in done),
                 "timings": best["timings"],
                 "findings": best["findings"],
                 "check_seconds": best["check_seconds"],
@@ -314,7 +317,8 @@ def main() -> None:
             t = row["timings"]
             print(
                 f"{n:>11,} {engine:>6} {row['wall_s']:>8.1f} {row['peak_pss_mib']:>12,} "
-                f"{row['peak_rss_sum_mib']:>11,} {t['signals_s']:>9.1f} {t['checks_s']:>8.1f} "
+                f"{row['peak_rss_sum_mib']:>11,} {row['peak_process_rss_mib']:>7,} "
+                f"{t['signals_s']:>9.1f} {t['checks_s']:>8.1f} "
                 f"{row['findings']['exact_duplicate']:>9,} {row['findings']['near_duplicate']:>9,}  "
                 f"{done[0]['load_before']} / {done[-1]['load_after']}",
                 flush=True,
