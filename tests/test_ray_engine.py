@@ -232,6 +232,13 @@ def text_local(text_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Aud
     return audit(text_data, out, settings=TEXT_SETTINGS, workers=1)
 
 
+def _ray_audit(data: Path, out: Path, cluster: dict[str, Any], workspace: Path) -> AuditResult:
+    """``data`` audited on the session cluster with TEXT_SETTINGS and a shared workspace."""
+    return audit(
+        data, out, settings=TEXT_SETTINGS, engine="ray", ray_address=cluster["address"], workspace=workspace
+    )
+
+
 def _die_once(texts: Any, settings: Any, marker: str) -> Any:
     if not os.path.exists(marker):
         Path(marker).write_text(str(os.getpid()))
@@ -251,14 +258,7 @@ def test_text_audit_equals_local_and_survives_a_killed_worker(
     killer = functools.partial(_die_once, marker=str(marker))
     monkeypatch.setattr(pipeline, "text_batch_signals", killer)
     workspace = tmp_path / "ws"
-    first = audit(
-        text_data,
-        tmp_path / "o1",
-        settings=TEXT_SETTINGS,
-        engine="ray",
-        ray_address=cluster["address"],
-        workspace=workspace,
-    )
+    first = _ray_audit(text_data, tmp_path / "o1", cluster, workspace)
     assert marker.exists()
     monkeypatch.undo()
     assert first.report["signals"]["computed"] == text_local.report["signals"]["computed"] > 0
@@ -273,14 +273,7 @@ def test_text_audit_equals_local_and_survives_a_killed_worker(
     assert _statuses(first) == _statuses(text_local)
 
     # A re-run reads the signals (and embeddings) the first run cached.
-    again = audit(
-        text_data,
-        tmp_path / "o2",
-        settings=TEXT_SETTINGS,
-        engine="ray",
-        ray_address=cluster["address"],
-        workspace=workspace,
-    )
+    again = _ray_audit(text_data, tmp_path / "o2", cluster, workspace)
     report = json.loads((tmp_path / "o2" / "report.json").read_text())
     assert report["signals"]["cached"] == text_local.report["signals"]["computed"]
     assert report["signals"]["computed"] == 0
@@ -317,14 +310,7 @@ def test_a_run_lost_past_retries_fails_in_one_line_and_the_rerun_resumes(
     assert "\n" not in str(info.value) and "re-run" in str(info.value)
     assert not (tmp_path / "o1" / "findings.parquet").exists()
     monkeypatch.undo()
-    again = audit(
-        text_data,
-        tmp_path / "o2",
-        settings=TEXT_SETTINGS,
-        engine="ray",
-        ray_address=cluster["address"],
-        workspace=workspace,
-    )
+    again = _ray_audit(text_data, tmp_path / "o2", cluster, workspace)
     signals = again.report["signals"]
     # The batches finished before the loss were cached by the failed run: only the rest is computed.
     assert signals["cached"] >= total - 40 and signals["computed"] > 0

@@ -63,6 +63,7 @@ class _Recording(LocalEngine):
     """A local engine that says it has ``workers``, runs batches in this process and keeps them."""
 
     name = "recording"
+    distributed = True  # so semantic dedup sends it batches, as it does a Ray engine
 
     def __init__(self, workers: int) -> None:
         super().__init__(workers)

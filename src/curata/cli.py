@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from curata import __version__
+from curata.cli_options import EngineOption, RayAddressOption, WorkersOption
 from curata.errors import CurataError
 
 app = typer.Typer(
@@ -59,17 +60,9 @@ def audit(
     fail_on: Annotated[
         str | None, typer.Option(help="Exit 1 when a finding is at or above this severity (error|warning).")
     ] = None,
-    engine: Annotated[
-        str, typer.Option(help="Execution engine: local (this machine) or ray (a Ray cluster).")
-    ] = "local",
-    workers: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
-    ray_address: Annotated[
-        str | None,
-        typer.Option(
-            help="Ray cluster for --engine ray: auto, HOST:PORT or ray://HOST:PORT "
-            "(default: start Ray in this process)."
-        ),
-    ] = None,
+    engine: EngineOption = "local",
+    workers: WorkersOption = None,
+    ray_address: RayAddressOption = None,
     workspace: Annotated[
         Path | None, typer.Option(help="Signal cache folder (default: .curata beside OUT).")
     ] = None,

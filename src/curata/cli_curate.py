@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from curata.cli_options import EngineOption, RayAddressOption, WorkersOption
 from curata.errors import CurataError
 
 err = Console(stderr=True, highlight=False)
@@ -111,17 +112,9 @@ def register(app: typer.Typer) -> None:
         split_column: Annotated[str | None, typer.Option(help="Column holding split names.")] = None,
         license_column: Annotated[str | None, typer.Option(help="Column holding licences (SPDX).")] = None,
         source_column: Annotated[str | None, typer.Option(help="Column holding sources (URLs).")] = None,
-        engine: Annotated[
-            str, typer.Option(help="Execution engine: local (this machine) or ray (a Ray cluster).")
-        ] = "local",
-        workers: Annotated[int | None, typer.Option(help="Worker processes (default: all cores).")] = None,
-        ray_address: Annotated[
-            str | None,
-            typer.Option(
-                help="Ray cluster for --engine ray: auto, HOST:PORT or ray://HOST:PORT "
-                "(default: start Ray in this process)."
-            ),
-        ] = None,
+        engine: EngineOption = "local",
+        workers: WorkersOption = None,
+        ray_address: RayAddressOption = None,
         examples: Annotated[int, typer.Option(help="Example records shown per action and check.")] = 2,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or plan table.")] = False,
     ) -> None:

@@ -30,6 +30,9 @@ class Engine(Protocol):
 
     name: str
     workers: int
+    #: Whether batches run on other machines (Ray). An in-process step whose work releases the GIL
+    #: (numpy, faiss) may then use this process's threads instead of shipping batches.
+    distributed: bool
 
     def map_batches(
         self,

@@ -39,6 +39,7 @@ class LocalEngine:
     """
 
     name = "local"
+    distributed = False
 
     def __init__(self, workers: int | None = None) -> None:
         if workers is not None and workers < 1:

@@ -259,6 +259,7 @@ class RayEngine:
     """
 
     name = "ray"
+    distributed = True
 
     def __init__(
         self, address: str | None = None, workers: int | None = None, *, max_retries: int = 3

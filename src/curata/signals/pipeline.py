@@ -249,6 +249,7 @@ def map_records(
 
     computed_parts: list[pa.Table] = []
     fresh: list[pa.Table] = []
+    fresh_rows = 0
     computed_rows: list[np.ndarray] = []
 
     def keep(parts: list[pa.Table]) -> pa.Table:
@@ -269,9 +270,10 @@ def map_records(
                     "content_hash", hash_column(miss_hashes.popleft())
                 )
             )
-            if sum(t.num_rows for t in fresh) >= COMPACT_ROWS:
+            fresh_rows += fresh[-1].num_rows
+            if fresh_rows >= COMPACT_ROWS:
                 computed_parts.append(keep(fresh))
-                fresh = []
+                fresh, fresh_rows = [], 0
     finally:
         # Also on failure: the batches that came back before it are complete and in order.
         if fresh:
