@@ -316,6 +316,7 @@ def test_a_run_lost_past_retries_fails_in_one_line_and_the_rerun_resumes(
     assert signals["cached"] >= total - 40 and signals["computed"] > 0
     assert signals["cached"] + signals["computed"] == total
     assert _findings(again) == _findings(text_local)
+    assert _statuses(again) == _statuses(text_local)  # same counts: nothing lost or repeated
 
 
 def test_image_audit_equals_local(cluster: dict[str, Any], tmp_path: Path) -> None:
