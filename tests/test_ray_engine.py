@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
@@ -35,7 +37,6 @@ from conftest import (
     pattern_image,
     random_text,
     write_image_folder,
-    write_parquet,
 )
 
 if importlib.util.find_spec("ray") is None:
@@ -66,6 +67,47 @@ def test_map_batches_in_input_order_as_local(cluster: dict[str, Any]) -> None:
     want = list(LocalEngine(workers=1).map_batches(_square_slowly, iter(batches), args=(2,)))
     assert got == want
     assert list(engine.map_batches(_square_slowly, iter([]), args=(2,))) == []
+
+
+def _content_rows(table: pa.Table, tag: str) -> pa.Table:
+    n = table.num_rows
+    return pa.table(
+        {"value": table.column("content"), "batch_rows": [n] * n, "pid": [os.getpid()] * n, "tag": [tag] * n}
+    )
+
+
+def test_workers_read_parquet_content_by_row_group_in_row_order(
+    cluster: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from curata.engine import ray_content
+    from curata.engine.base import ContentSource
+
+    texts = [f"text {i}" for i in range(230)]
+    files = []
+    for k, (a, b) in enumerate([(0, 100), (100, 230)]):
+        path = tmp_path / f"part-{k}.parquet"
+        pq.write_table(pa.table({"id": list(range(a, b)), "text": texts[a:b]}), path, row_group_size=30)
+        files.append(str(path))
+    # Row groups of 30 rows split into read tasks of at most 12 rows (their planning is on the driver).
+    monkeypatch.setattr(ray_content, "MAX_PIECE_ROWS", 12)
+    assert (
+        len(ray_content._pieces(ContentSource("text", "text", 230, tuple(files)))) == 23
+    )  # 3 + 3 + 3 + 1, 3 * 4 + 1
+    source = ContentSource("text", "text", 230, tuple(files))
+    blocks = list(
+        cluster["engine"].map_content(source, _content_rows, args=("t",), batch_size=7, description="")
+    )
+    out = pa.concat_tables(blocks)
+    assert out.column("value").to_pylist() == texts
+    assert max(out.column("batch_rows").to_pylist()) <= 7
+    assert set(out.column("tag").to_pylist()) == {"t"}
+    assert os.getpid() not in set(out.column("pid").to_pylist())  # read and computed on workers
+    # Content held by the driver goes through the object store in blocks, in order, the same way.
+    held = ContentSource("text", "text", 230, chunks=(pa.array(texts[:50]), pa.array(texts[50:])))
+    again = pa.concat_tables(
+        cluster["engine"].map_content(held, _content_rows, args=("u",), batch_size=7, description="")
+    )
+    assert again.column("value").to_pylist() == texts
 
 
 def _raise_input_error(batch: list[int]) -> list[int]:
@@ -218,7 +260,11 @@ def text_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for i in range(20, 35)
     ]
     rows += [{"id": "e0", "text": "", "label": "c0", "split": "train"}]
-    return write_parquet(tmp_path_factory.mktemp("text") / "data.parquet", rows)
+    # Row groups of one signal batch: on Ray a row group is a read task, the unit that is retried
+    # and whose results the cache keeps when a run fails.
+    path = tmp_path_factory.mktemp("text") / "data.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=40)
+    return path
 
 
 TEXT_SETTINGS = AuditSettings(
@@ -280,6 +326,45 @@ def test_text_audit_equals_local_and_survives_a_killed_worker(
     assert _findings(again) == wanted
 
 
+def test_on_ray_the_driver_never_reads_the_parquet_content(
+    cluster: dict[str, Any],
+    text_data: Path,
+    text_local: AuditResult,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from curata.dataset import ParquetContent
+
+    def refuse(self: Any, batch_size: int) -> Any:
+        raise AssertionError("the driver streamed the content column")
+
+    # Workers read the text themselves; the driver only fetches the few rows findings show.
+    monkeypatch.setattr(ParquetContent, "batches", refuse)
+    result = _ray_audit(text_data, tmp_path / "o", cluster, tmp_path / "ws")
+    assert _findings(result) == _findings(text_local)
+    assert _statuses(result) == _statuses(text_local)
+
+
+def test_csv_content_held_by_the_driver_gives_the_same_findings(
+    cluster: dict[str, Any], text_data: Path, tmp_path: Path
+) -> None:
+    csv_path = tmp_path / "data.csv"
+    pacsv.write_csv(pq.read_table(text_data), csv_path)
+    checks = dict(settings=AuditSettings(signals=pipeline.SignalSettings(batch_size=40), checks=FAST_CHECKS))
+    local = audit(csv_path, tmp_path / "local", workers=1, workspace=tmp_path / "ws1", **checks)
+    on_ray = audit(
+        csv_path,
+        tmp_path / "ray",
+        engine="ray",
+        ray_address=cluster["address"],
+        workspace=tmp_path / "ws2",
+        **checks,
+    )
+    assert on_ray.report["signals"]["computed"] == local.report["signals"]["computed"] > 0
+    assert _findings(on_ray) == _findings(local) and len(_findings(local)) > 0
+    assert _statuses(on_ray) == _statuses(local)
+
+
 def _die_on(texts: Any, settings: Any, poison: str) -> Any:
     if poison in texts:
         os.kill(os.getpid(), signal.SIGKILL)  # every try: the batch is lost past the retries
@@ -312,8 +397,9 @@ def test_a_run_lost_past_retries_fails_in_one_line_and_the_rerun_resumes(
     monkeypatch.undo()
     again = _ray_audit(text_data, tmp_path / "o2", cluster, workspace)
     signals = again.report["signals"]
-    # The batches finished before the loss were cached by the failed run: only the rest is computed.
-    assert signals["cached"] >= total - 40 and signals["computed"] > 0
+    # The row groups that came back before the loss were cached by the failed run: only the lost
+    # one and the one still running beside it (2 CPUs) are computed again.
+    assert signals["cached"] >= total - 2 * 40 and signals["computed"] > 0
     assert signals["cached"] + signals["computed"] == total
     assert _findings(again) == _findings(text_local)
     assert _statuses(again) == _statuses(text_local)  # same counts: nothing lost or repeated

@@ -9,12 +9,11 @@ which one ran: every engine returns the same arrays.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import pyarrow as pa
+import pyarrow as pa
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -70,4 +69,41 @@ class Engine(Protocol):
         is its own representative. ``rank`` is a permutation of ``0..n-1``. Equals
         :func:`curata.engine.grouping.group_representatives`.
         """
+        ...
+
+
+@dataclass(frozen=True)
+class ContentSource:
+    """Where workers that read the content themselves find it (see :class:`ContentEngine`).
+
+    Either Parquet ``files`` (local paths, or paths in the pyarrow ``filesystem``) whose
+    ``column`` holds the content, or the content column's in-memory ``chunks``.
+    """
+
+    modality: str
+    column: str
+    num_rows: int
+    files: tuple[str, ...] = ()
+    filesystem: Any = None
+    chunks: tuple[pa.Array, ...] = ()
+
+
+@runtime_checkable
+class ContentEngine(Protocol):
+    """An engine whose workers read the records' content themselves (Ray Data).
+
+    ``map_content`` runs ``fn(table, *args)`` over the content, read from ``source`` as tables of
+    one column, ``content``, of at most ``batch_size`` rows, and yields fn's tables in row order.
+    """
+
+    def map_content(
+        self,
+        source: ContentSource,
+        fn: Any,
+        *,
+        args: tuple[Any, ...],
+        batch_size: int,
+        description: str,
+    ) -> Iterator[pa.Table]:
+        """Yield ``fn(table, *args)`` for the content's batches, in row order (blocks may merge)."""
         ...

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from curata.engine.base import ContentSource
 from curata.errors import ConfigError, EngineError, MissingDependencyError
 from curata.progress import progress_bar
 
@@ -308,6 +309,66 @@ class RayEngine:
                     advance(1)
             finally:
                 runner.close(ref for _, ref in pending)
+
+    def map_content(
+        self,
+        source: ContentSource,
+        fn: Callable[..., pa.Table],
+        *,
+        args: tuple[Any, ...],
+        batch_size: int,
+        description: str,
+    ) -> Iterator[pa.Table]:
+        """Yield ``fn(table, *args)`` over the source's content on Ray Data, in row order.
+
+        Workers read Parquet content themselves (a read task per row group); ``map_batches`` runs
+        ``fn`` on batches of ``batch_size`` rows, on an actor pool when an argument keeps state.
+        """
+        from curata.engine import ray_content
+
+        ray = self._ray
+        members = [*args, *(m for a in args if isinstance(a, tuple) for m in a)]
+        gpu = self.gpus > 0 and any(wants_gpu(a) for a in members)
+        actors = any(keeps_state(a) for a in members)
+        plan = ray_content.ContentPlan(
+            source=source,
+            fn=fn,
+            args=ray_content.store_large(ray, args),
+            batch_size=batch_size,
+            actors=(max(1, min(self.workers, self.gpus)) if gpu else self.workers) if actors else 0,
+            gpu=gpu,
+            max_retries=self.max_retries,
+        )
+        # Ray Data does not run through a Ray Client (ray://) driver: there an actor on the cluster
+        # runs the plan and hands the blocks over in order.
+        client = self.address is not None and self.address.startswith("ray://")
+        try:
+            blocks = ray_content.stream_from_actor(ray, plan) if client else plan.run()
+            yield from ray_content.stream_blocks(blocks, source.num_rows, batch_size, description)
+        except ray.exceptions.RayError as exc:
+            raise self._lost(exc) from None
+
+    def _lost(self, exc: BaseException) -> BaseException:
+        """The function's own exception when it raised one, else a one-line EngineError."""
+        ray = self._ray
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        while current is not None and id(current) not in seen:
+            seen.add(id(current))
+            cause = getattr(current, "cause", None)
+            if isinstance(current, ray.exceptions.RayTaskError) and isinstance(cause, BaseException):
+                current = cause
+                continue
+            if (
+                not isinstance(current, ray.exceptions.RayError)
+                and type(current).__module__.split(".")[0] != "ray"
+            ):
+                return current
+            current = current.__cause__
+        return EngineError(
+            f"ray engine: a batch was lost after {self.max_retries} retries ({type(exc).__name__}: "
+            f"{_reason(exc)}); re-run to go on (signals already computed are read from the workspace cache)"
+        )
 
     def _result(self, index: int, ref: Any) -> Any:
         """The value of a batch's task: its own exception when the function raised, else EngineError."""

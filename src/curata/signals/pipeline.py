@@ -13,7 +13,7 @@ import pyarrow as pa
 import xxhash
 
 from curata.dataset import Dataset
-from curata.engine.base import Engine
+from curata.engine.base import ContentEngine, ContentSource, Engine
 from curata.errors import InputError
 from curata.signals.cache import SignalCache
 from curata.signals.image import ImageHashSettings, image_signals
@@ -120,9 +120,13 @@ def image_batch_signals(items: Sequence[bytes | None], settings: ImageHashSettin
     return batch.append_column("n_bytes", n_bytes)
 
 
-def _text_items(dataset: Dataset, batch_size: int) -> Iterator[list[Any]]:
-    for values in dataset.content_batches("text", batch_size):
-        yield [None if v is None else str(v) for v in values.to_pylist()]
+def content_values(values: pa.Array | pa.ChunkedArray, modality: str, root: str | Path) -> list[Any]:
+    """A batch of a content column as the values signal functions take: texts (str or None) or
+    image bytes (None when unreadable; paths are read relative to ``root``)."""
+    if modality == "text":
+        return [None if v is None else str(v) for v in values.to_pylist()]
+    folder = Path(root)
+    return [_image_value(v, folder) for v in values.to_pylist()]
 
 
 def _read_file(path: Path) -> bytes | None:
@@ -143,11 +147,6 @@ def _image_value(value: Any, root: Path) -> bytes | None:
         return _image_value(value.get("path"), root)
     path = Path(str(value))
     return _read_file(path if path.is_absolute() else root / path)
-
-
-def _image_items(dataset: Dataset, batch_size: int) -> Iterator[list[Any]]:
-    for values in dataset.content_batches("image", batch_size):
-        yield [_image_value(v, dataset.root) for v in values.to_pylist()]
 
 
 def compute_signals(
@@ -183,10 +182,12 @@ def compute_signals(
 
 def content_items(dataset: Dataset, batch_size: int) -> Iterator[list[Any]]:
     """The records' content in batches: texts (str or None) or image bytes (None when unreadable)."""
-    if dataset.modality == "text":
-        return _text_items(dataset, batch_size)
-    if dataset.modality == "image":
-        return _image_items(dataset, batch_size)
+    modality = dataset.modality
+    if modality in ("text", "image"):
+        return (
+            content_values(values, modality, dataset.root)
+            for values in dataset.content_batches(modality, batch_size)
+        )
     raise InputError(f"{dataset.source}: has no text or image column to compute content signals from")
 
 
@@ -205,7 +206,9 @@ def map_records(
 
     Rows are keyed by the hash of their content and ``fingerprint`` (which must name the function,
     its version and every setting that changes its output): only content the cache lacks is
-    computed, and the result is aligned with the dataset's rows.
+    computed, and the result is aligned with the dataset's rows. An engine that reads content
+    itself (:class:`ContentEngine`, e.g. Ray) has its workers read, hash and look records up;
+    otherwise this process reads the content and ships only the misses.
     """
     modality = dataset.modality
     cached = cache.load(fingerprint) if cache is not None else None
@@ -216,41 +219,27 @@ def map_records(
         cached_hashes = hashes_of(cached.column("content_hash"))
         cached_order = np.argsort(cached_hashes, kind="stable")
         cached_sorted = cached_hashes[cached_order]
-    items = content_items(dataset, batch_size)
-    encode = _encode_text if modality == "text" else _identity
-    total_batches = -(-dataset.num_rows // batch_size)
+    stream: Iterator[tuple[np.ndarray, np.ndarray, pa.Table | None]]
+    if isinstance(engine, ContentEngine) and modality in ("text", "image"):
+        blocks = engine.map_content(
+            content_source(dataset),
+            signals_of_content,
+            args=(modality, str(dataset.root), fn, args, cached_sorted),
+            batch_size=batch_size,
+            description=description,
+        )
+        stream = (_split_block(block) for block in blocks)
+    else:
+        stream = _read_here(dataset, engine, fn, args, cached_sorted, batch_size, description)
 
     hit_rows: list[np.ndarray] = []
     hit_index: list[np.ndarray] = []
-    miss_rows: deque[np.ndarray] = deque()
-    miss_hashes: deque[np.ndarray] = deque()
-
     all_hashes: list[np.ndarray] = []
-
-    def misses() -> Iterator[list[Any]]:
-        offset = 0
-        for batch in items:
-            batch_hashes = hash_array([content_hash(encode(v)) for v in batch])
-            all_hashes.append(batch_hashes)
-            rows = np.arange(offset, offset + len(batch), dtype=np.int64)
-            offset += len(batch)
-            found = np.zeros(len(batch), dtype=bool)
-            if len(cached_sorted):
-                pos = np.minimum(np.searchsorted(cached_sorted, batch_hashes), len(cached_sorted) - 1)
-                found = cached_sorted[pos] == batch_hashes
-                hit_rows.append(rows[found])
-                hit_index.append(cached_order[pos[found]])
-            keep = np.flatnonzero(~found)
-            if len(keep) == 0:
-                continue
-            miss_rows.append(rows[keep])
-            miss_hashes.append(batch_hashes[keep])
-            yield [batch[i] for i in keep]
-
     computed_parts: list[pa.Table] = []
+    computed_rows: list[np.ndarray] = []
     fresh: list[pa.Table] = []
     fresh_rows = 0
-    computed_rows: list[np.ndarray] = []
+    offset = 0
 
     def keep(parts: list[pa.Table]) -> pa.Table:
         # Each compacted part goes to the cache at once: a run that fails later (a lost worker, an
@@ -261,16 +250,18 @@ def map_records(
         return part
 
     try:
-        for result in engine.map_batches(
-            fn, misses(), args=args, description=description, total=total_batches
-        ):
-            computed_rows.append(miss_rows.popleft())
-            fresh.append(
-                pa.Table.from_batches([result]).append_column(
-                    "content_hash", hash_column(miss_hashes.popleft())
-                )
-            )
-            fresh_rows += fresh[-1].num_rows
+        for hashes, found, result in stream:
+            rows = np.arange(offset, offset + len(hashes), dtype=np.int64)
+            offset += len(hashes)
+            all_hashes.append(hashes)
+            if found.any():
+                hit_rows.append(rows[found])
+                hit_index.append(cached_order[np.searchsorted(cached_sorted, hashes[found])])
+            if result is None:
+                continue
+            computed_rows.append(rows[~found])
+            fresh.append(result.append_column("content_hash", hash_column(hashes[~found])))
+            fresh_rows += result.num_rows
             if fresh_rows >= COMPACT_ROWS:
                 computed_parts.append(keep(fresh))
                 fresh, fresh_rows = [], 0
@@ -279,15 +270,19 @@ def map_records(
         if fresh:
             computed_parts.append(keep(fresh))
         del fresh
+    n_rows = dataset.num_rows
+    if offset != n_rows:
+        raise InputError(
+            f"{dataset.source}: {offset} records were read for {description or 'signals'} but the data "
+            f"holds {n_rows}; did the files change during the audit?"
+        )
     computed = pa.concat_tables(computed_parts) if computed_parts else None
     del computed_parts
     n_computed = 0 if computed is None else computed.num_rows
-    n_rows = dataset.num_rows
+    content_hashes = np.concatenate(all_hashes) if all_hashes else np.empty(0, f"S{HASH_BYTES}")
     if computed is not None and n_computed == n_rows:
         # Nothing came from the cache: the computed rows are already in row order, no gather needed.
-        return Signals(
-            computed.drop_columns(["content_hash"]), modality, n_computed, 0, np.concatenate(all_hashes)
-        )
+        return Signals(computed.drop_columns(["content_hash"]), modality, n_computed, 0, content_hashes)
     # Gather every row with a single take from [computed rows, whole cache]: one copy, no sort.
     position = np.full(n_rows, -1, dtype=np.int64)
     sources: list[pa.Table] = []
@@ -308,7 +303,109 @@ def map_records(
     columns = sources[0].column_names
     combined = pa.concat_tables([t.select(columns) for t in sources])
     table = combined.take(pa.array(position))
-    return Signals(table, modality, n_computed, n_cached, np.concatenate(all_hashes))
+    return Signals(table, modality, n_computed, n_cached, content_hashes)
+
+
+def _known(hashes: np.ndarray, known_sorted: np.ndarray) -> np.ndarray:
+    """Whether each hash is in the sorted ``known_sorted`` (binary search)."""
+    if len(known_sorted) == 0 or len(hashes) == 0:
+        return np.zeros(len(hashes), dtype=bool)
+    pos = np.minimum(np.searchsorted(known_sorted, hashes), len(known_sorted) - 1)
+    found: np.ndarray = known_sorted[pos] == hashes
+    return found
+
+
+def _read_here(
+    dataset: Dataset,
+    engine: Engine,
+    fn: Any,
+    args: tuple[Any, ...],
+    known_sorted: np.ndarray,
+    batch_size: int,
+    description: str,
+) -> Iterator[tuple[np.ndarray, np.ndarray, pa.Table | None]]:
+    """(hashes, found in cache, fn's result for the rest or None) per batch, read in this process.
+
+    Only the records the cache lacks go to the engine; batches come back in order, so each result
+    belongs to the oldest waiting batch that had something to compute.
+    """
+    encode = _encode_text if dataset.modality == "text" else _identity
+    waiting: deque[tuple[np.ndarray, np.ndarray, bool]] = deque()
+
+    def misses() -> Iterator[list[Any]]:
+        for batch in content_items(dataset, batch_size):
+            hashes = hash_array([content_hash(encode(v)) for v in batch])
+            found = _known(hashes, known_sorted)
+            todo = np.flatnonzero(~found)
+            waiting.append((hashes, found, len(todo) > 0))
+            if len(todo):
+                yield [batch[i] for i in todo]
+
+    total_batches = -(-dataset.num_rows // batch_size)
+    for result in engine.map_batches(fn, misses(), args=args, description=description, total=total_batches):
+        while True:
+            hashes, found, has_work = waiting.popleft()
+            if has_work:
+                yield hashes, found, pa.Table.from_batches([result])
+                break
+            yield hashes, found, None
+    while waiting:
+        hashes, found, _ = waiting.popleft()
+        yield hashes, found, None
+
+
+def content_source(dataset: Dataset) -> ContentSource:
+    """The :class:`ContentSource` of a text or image dataset."""
+    modality = dataset.modality
+    if modality == "none":
+        raise InputError(f"{dataset.source}: has no text or image column to compute content signals from")
+    name = str(getattr(dataset.roles, modality))
+    streamed = dataset.streamed_content(modality)
+    if streamed is not None:
+        files = tuple(str(f) for f in streamed.files)
+        return ContentSource(modality, name, dataset.num_rows, files, filesystem=streamed.filesystem)
+    return ContentSource(modality, name, dataset.num_rows, chunks=tuple(dataset.table.column(name).chunks))
+
+
+def signals_of_content(
+    table: pa.Table, modality: str, root: str, fn: Any, fn_args: tuple[Any, ...], known_sorted: np.ndarray
+) -> pa.Table:
+    """Worker side of :class:`ContentEngine`: hash each record, skip the cached ones, compute the rest.
+
+    ``table``'s ``content`` column holds the raw values; ``known_sorted`` the sorted content hashes
+    already in the cache. Returns one row per record: ``content_hash``, ``computed`` and the
+    columns of ``fn(values, *fn_args)`` for the computed records (null for the others).
+    """
+    items = content_values(table.column("content"), modality, root)
+    encode = _encode_text if modality == "text" else _identity
+    hashes = hash_array([content_hash(encode(v)) for v in items])
+    found = _known(hashes, known_sorted)
+    out = pa.table({"content_hash": hash_column(hashes), "computed": pa.array(~found, pa.bool_())})
+    todo = np.flatnonzero(~found)
+    if len(todo) == 0:
+        return out
+    result = pa.Table.from_batches([fn([items[i] for i in todo], *fn_args)])
+    if len(todo) < len(items):
+        # Back to one row per record: a null index gives a null row where nothing was computed.
+        index = np.zeros(len(items), dtype=np.int64)
+        index[todo] = np.arange(len(todo))
+        result = result.take(pa.array(index, mask=found))
+    for name, column in zip(result.column_names, result.columns, strict=True):
+        out = out.append_column(name, column)
+    return out
+
+
+def _split_block(block: pa.Table) -> tuple[np.ndarray, np.ndarray, pa.Table | None]:
+    """(hashes, found in cache, computed rows of fn's columns or None) of a worker's block."""
+    hashes = hashes_of(block.column("content_hash"))
+    computed = np.asarray(block.column("computed").to_numpy(zero_copy_only=False), dtype=bool)
+    signal_columns = [c for c in block.column_names if c not in ("content_hash", "computed")]
+    if not computed.any() or not signal_columns:
+        return hashes, ~computed, None
+    done = block.select(signal_columns)
+    if not computed.all():
+        done = done.filter(pa.array(computed))
+    return hashes, ~computed, done
 
 
 #: Computed rows gathered into one contiguous Arrow table at a time (see ``_compact``).

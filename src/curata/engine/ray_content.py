@@ -1,0 +1,292 @@
+"""Per-record work on Ray Data: workers read the content, and ``map_batches`` runs over its blocks.
+
+The content of a Parquet source is read by the workers themselves, through a Ray Data datasource
+with one read task per row group (row groups of more than ``MAX_PIECE_ROWS`` rows are split), so
+the driver never holds it; content that only the driver holds (CSV, JSON lines, Hugging Face
+data, image folders' paths) goes to the object store in blocks once. ``map_batches`` then runs the
+per-record function over Arrow batches of ``batch_size`` rows: as fused read-and-map tasks, or on
+an actor pool when an argument keeps heavy state (an encoder: its model loads once per actor,
+which asks for a GPU when the encoder wants one). Results come back in row order
+(``preserve_order``), so the driver assigns them to rows as they stream in.
+
+Large numpy arguments (the sorted hashes of the signal cache) are put into the object store once
+and read there by every worker, not shipped with each task.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from curata.engine.base import ContentSource
+from curata.progress import progress_bar
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+#: A read task covers one row group, or this many rows of a larger one (a task is the unit that
+#: Ray retries and that the signal cache keeps when a run fails).
+MAX_PIECE_ROWS = 262_144
+#: Rows per object-store block of content held by the driver.
+BLOCK_ROWS = 65_536
+#: numpy arguments larger than this go to the object store once instead of with every task.
+STORE_ARG_BYTES = 1 << 20
+
+
+class Stored:
+    """An argument kept in the object store; workers read it once per process."""
+
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref
+
+
+_RESOLVED: dict[str, Any] = {}
+
+
+def _resolve(args: Sequence[Any]) -> tuple[Any, ...]:
+    """``args`` with every :class:`Stored` replaced by its value (read once per worker process)."""
+    if not any(isinstance(a, Stored) for a in args):
+        return tuple(args)
+    import ray
+
+    out = []
+    for a in args:
+        if isinstance(a, Stored):
+            key = a.ref.hex()
+            if key not in _RESOLVED:
+                _RESOLVED.clear()  # one run's arguments at a time
+                _RESOLVED[key] = ray.get(a.ref)
+            out.append(_RESOLVED[key])
+        else:
+            out.append(a)
+    return tuple(out)
+
+
+def run_on_block(table: pa.Table, fn: Callable[..., pa.Table], *args: Any) -> pa.Table:
+    """Ray Data task: ``fn(table, *args)`` with stored arguments resolved."""
+    return fn(table, *_resolve(args))
+
+
+class BlockActor:
+    """Ray Data actor: keeps one copy of the function and its arguments (an encoder and its model)."""
+
+    def __init__(self, fn: Callable[..., pa.Table], args: tuple[Any, ...]) -> None:
+        self._fn = fn
+        self._args = _resolve(args)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        """``fn(table, *args)``."""
+        return self._fn(table, *self._args)
+
+
+def _pieces(source: ContentSource) -> list[tuple[str, int, int, int]]:
+    """(file, row group, first row, end row) of every read task, in row order."""
+    import pyarrow.parquet as pq
+
+    pieces: list[tuple[str, int, int, int]] = []
+    for path in source.files:
+        meta = pq.ParquetFile(path, filesystem=source.filesystem).metadata
+        for group in range(meta.num_row_groups):
+            rows = meta.row_group(group).num_rows
+            for start in range(0, rows, MAX_PIECE_ROWS):
+                pieces.append((path, group, start, min(rows, start + MAX_PIECE_ROWS)))
+    return pieces
+
+
+def read_piece(
+    path: str, filesystem: Any, column: str, group: int, start: int, stop: int
+) -> Iterator[pa.Table]:
+    """Read task: rows ``[start, stop)`` of a row group's content column, as a ``content`` table."""
+    import pyarrow.parquet as pq
+
+    reader = pq.ParquetFile(path, filesystem=filesystem, pre_buffer=False, buffer_size=1 << 22)
+    rows = reader.metadata.row_group(group).num_rows
+    if start == 0 and stop == rows:
+        values = reader.read_row_group(group, columns=[column]).column(0)
+        yield pa.table({"content": values})
+        return
+    seen = 0
+    for batch in reader.iter_batches(batch_size=1 << 16, row_groups=[group], columns=[column]):
+        lo, hi = max(start - seen, 0), min(stop - seen, batch.num_rows)
+        if hi > lo:
+            yield pa.table({"content": batch.column(0).slice(lo, hi - lo)})
+        seen += batch.num_rows
+        if seen >= stop:
+            return
+
+
+def _parquet_datasource(source: ContentSource, pieces: list[tuple[str, int, int, int]]) -> Any:
+    """A Ray Data datasource with one read task per piece of the source's Parquet files."""
+    data: Any = importlib.import_module("ray.data")
+    from ray.data.block import BlockMetadata
+
+    class ContentDatasource(data.Datasource):  # type: ignore[misc, name-defined]
+        def estimate_inmemory_data_size(self) -> int | None:
+            return None
+
+        def get_read_tasks(self, parallelism: int, **_: Any) -> list[Any]:
+            # One task per piece whatever parallelism Ray suggests: pieces are the unit of retry.
+            tasks = []
+            for path, group, start, stop in pieces:
+                meta = BlockMetadata(
+                    num_rows=stop - start, size_bytes=None, exec_stats=None, input_files=(path,)
+                )
+                tasks.append(
+                    data.ReadTask(
+                        _bind(read_piece, path, source.filesystem, source.column, group, start, stop), meta
+                    )
+                )
+            return tasks
+
+    return ContentDatasource()
+
+
+def _bind(fn: Callable[..., Iterable[pa.Table]], *args: Any) -> Callable[[], Iterable[pa.Table]]:
+    def read() -> Iterable[pa.Table]:
+        return fn(*args)
+
+    return read
+
+
+def content_dataset(ray: Any, source: ContentSource, read_cpus: float = 1) -> Any:
+    """The Ray Data dataset of the source's content (one ``content`` column), in row order.
+
+    ``read_cpus``: CPUs a read task asks for; 0 when an actor pool holds the CPUs (a read task
+    waiting for a CPU that the actors hold would stall the run).
+    """
+    data: Any = importlib.import_module("ray.data")
+    if source.files:
+        pieces = _pieces(source)
+        return data.read_datasource(
+            _parquet_datasource(source, pieces), override_num_blocks=max(1, len(pieces)), num_cpus=read_cpus
+        )
+    refs = []
+    for chunk in source.chunks:
+        for start in range(0, len(chunk), BLOCK_ROWS):
+            refs.append(ray.put(pa.table({"content": chunk.slice(start, BLOCK_ROWS)})))
+    if not refs:
+        refs.append(ray.put(pa.table({"content": pa.array([], pa.string())})))
+    return data.from_arrow_refs(refs)
+
+
+def store_large(ray: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` with large numpy arrays put into the object store (see :class:`Stored`)."""
+    return tuple(
+        Stored(ray.put(a)) if isinstance(a, np.ndarray) and a.nbytes > STORE_ARG_BYTES else a for a in args
+    )
+
+
+@contextmanager
+def ordered_data_context() -> Iterator[None]:
+    """Ray Data keeps row order and stays quiet (curata shows its own progress), then restores."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.print_on_execution_start)
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    data_logger = logging.getLogger("ray.data")
+    level = data_logger.level
+    data_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.print_on_execution_start) = saved
+        data_logger.setLevel(level)
+
+
+@dataclass(frozen=True)
+class ContentPlan:
+    """A ``map_content`` run: the source, the function and how Ray Data runs it.
+
+    ``actors``: the size of the actor pool, 0 for plain tasks; ``args`` may hold :class:`Stored`.
+    """
+
+    source: ContentSource
+    fn: Callable[..., pa.Table]
+    args: tuple[Any, ...]
+    batch_size: int
+    actors: int
+    gpu: bool
+    max_retries: int
+
+    def run(self) -> Iterator[pa.Table]:
+        """Run the plan on Ray Data from this process and yield its output blocks in row order."""
+        import ray
+
+        options: dict[str, Any] = {
+            "batch_size": self.batch_size,
+            "batch_format": "pyarrow",
+            "num_cpus": 1,
+            "num_gpus": 1 if self.gpu else 0,
+        }
+        with ordered_data_context(), warnings.catch_warnings():
+            # Retry counts go to Ray as remote arguments, which Ray 2.60 calls deprecated but honours.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            dataset = content_dataset(ray, self.source, read_cpus=0 if self.actors else 1)
+            if self.actors:
+                dataset = dataset.map_batches(
+                    BlockActor,
+                    fn_constructor_args=(self.fn, self.args),
+                    concurrency=self.actors,
+                    max_restarts=self.max_retries,
+                    max_task_retries=self.max_retries,
+                    **options,
+                )
+            else:
+                dataset = dataset.map_batches(
+                    run_on_block, fn_args=(self.fn, *self.args), max_retries=self.max_retries, **options
+                )
+            yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1)
+
+
+class PlanStream:
+    """Ray actor: runs a :class:`ContentPlan` on the cluster and hands its blocks out in order."""
+
+    def __init__(self, plan: ContentPlan) -> None:
+        self._blocks = plan.run()
+
+    def next_blocks(self, count: int) -> list[pa.Table]:
+        """Up to ``count`` next blocks; an empty list at the end."""
+        out: list[pa.Table] = []
+        for block in self._blocks:
+            out.append(block)
+            if len(out) >= count:
+                break
+        return out
+
+
+def stream_from_actor(ray: Any, plan: ContentPlan) -> Iterator[pa.Table]:
+    """The plan's blocks, run by a :class:`PlanStream` actor (for Ray Client drivers)."""
+    actor = ray.remote(PlanStream).options(num_cpus=0).remote(plan)
+    try:
+        while True:
+            blocks = ray.get(actor.next_blocks.remote(4))
+            if not blocks:
+                return
+            yield from blocks
+    finally:
+        ray.kill(actor)
+
+
+def stream_blocks(
+    blocks: Iterable[pa.Table], total_rows: int, batch_size: int, description: str
+) -> Iterator[pa.Table]:
+    """The blocks, passed on in order, moving a progress bar counted in batches."""
+    total = -(-total_rows // batch_size)
+    done_rows = 0
+    with progress_bar(description, total) as advance:
+        for block in blocks:
+            before = done_rows // batch_size
+            done_rows += block.num_rows
+            advance((done_rows // batch_size if done_rows < total_rows else total) - before)
+            yield block
