@@ -1,12 +1,16 @@
-"""DATA in an object store: Parquet read through pyarrow's S3 file system from a local moto server."""
+"""DATA in an object store (Parquet, CSV, JSON lines) read through pyarrow's S3 file system from moto."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 
 from curata.audit import AuditSettings, audit
@@ -58,13 +62,51 @@ def test_remote_parquet_reads_like_local(s3: Any, tmp_path: Path) -> None:
     assert whole.num_rows == 10 and whole.source == "s3://bkt/set"
     assert whole.record_ids.to_pylist() == [f"r{i}" for i in range(10)]
     assert whole.roles.text == "text" and whole.roles.label == "label"
-    assert pa.types.is_string(whole.table.column("text").type)
+    # The text stays in the store, streamed by row groups; the other columns are in memory.
+    assert whole.content is not None and whole.content.filesystem is not None
+    assert "text" not in whole.table.column_names
+    assert whole.column("text").to_pylist() == [r["text"] for r in rows]
+    assert whole.take("text", np.array([7, 2])).to_pylist() == ["text number 7", "text number 2"]
+    assert whole.description["columns"] == ["id", "text", "label"]
     one = read_dataset("s3://bkt/set/p1.parquet")
     assert one.record_ids.to_pylist() == [f"r{i}" for i in range(5, 10)]
     with pytest.raises(InputError, match="no such file"):
         read_dataset("s3://bkt/missing")
-    with pytest.raises(InputError, match="only Parquet"):
+    with pytest.raises(InputError, match=r"no table files .*readme\.txt"):
         read_dataset("s3://bkt/notes")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_remote_csv_and_json_lines_read_like_local(s3: Any, tmp_path: Path, fmt: str) -> None:
+    s3.create_bucket(Bucket=f"txt-{fmt}")
+    rows = [
+        {"id": f"r{i}", "text": f"text number {i}, with a comma", "label": f"c{i % 2}"} for i in range(12)
+    ]
+    local_folder = tmp_path / "local"
+    local_folder.mkdir()
+    for part in range(3):
+        table = pa.Table.from_pylist(rows[part * 4 : part * 4 + 4])
+        path = local_folder / f"part-{part}.{fmt}"
+        if fmt == "csv":
+            pacsv.write_csv(table, path)
+        else:
+            path.write_text("".join(json.dumps(r) + "\n" for r in table.to_pylist()))
+        s3.put_object(Bucket=f"txt-{fmt}", Key=f"shards/part-{part}.{fmt}", Body=path.read_bytes())
+    s3.put_object(Bucket=f"txt-{fmt}", Key="shards/_SUCCESS", Body=b"")
+    local = read_dataset(local_folder)
+    remote = read_dataset(f"s3://txt-{fmt}/shards")
+    assert remote.source == f"s3://txt-{fmt}/shards" and str(remote.root).startswith("s3:")
+    assert remote.record_ids.to_pylist() == local.record_ids.to_pylist() == [f"r{i}" for i in range(12)]
+    assert remote.roles == local.roles and remote.roles.text == "text"
+    assert remote.table.equals(local.table)
+    one = read_dataset(f"s3://txt-{fmt}/shards/part-1.{fmt}")
+    assert one.record_ids.to_pylist() == [f"r{i}" for i in range(4, 8)]
+    s3.put_object(Bucket=f"txt-{fmt}", Key="mixed/a.csv", Body=b"id,text\n1,x\n")
+    s3.put_object(
+        Bucket=f"txt-{fmt}", Key="mixed/b.parquet", Body=(local_folder / f"part-0.{fmt}").read_bytes()
+    )
+    with pytest.raises(InputError, match="mixes table formats"):
+        read_dataset(f"s3://txt-{fmt}/mixed")
 
 
 def test_audit_of_s3_data_equals_local(s3: Any, tmp_path: Path) -> None:
@@ -80,3 +122,26 @@ def test_audit_of_s3_data_equals_local(s3: Any, tmp_path: Path) -> None:
     assert local.findings.num_rows >= 1
     assert remote.findings.select(keep).to_pylist() == local.findings.select(keep).to_pylist()
     assert remote.report["input"]["path"] == "s3://audit/d.parquet"
+
+
+def test_cli_reference_in_the_store_finds_contamination(s3: Any, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from curata.cli import app
+
+    s3.create_bucket(Bucket="bench")
+    questions = [f"benchmark question number {i} about the colour of the sky at noon" for i in range(6)]
+    body = "".join(json.dumps({"id": f"q{i}", "text": q}) + "\n" for i, q in enumerate(questions))
+    s3.put_object(Bucket="bench", Key="eval/test.jsonl", Body=body.encode())
+    rows = [
+        {"id": f"r{i}", "text": f"an ordinary training sentence, number {i}, of no interest"}
+        for i in range(10)
+    ]
+    rows.append({"id": "leaked", "text": questions[3]})
+    data = write_parquet(tmp_path / "train.parquet", rows)
+    out = tmp_path / "out"
+    args = ["audit", str(data), "--reference", "s3://bench/eval/test.jsonl", "--checks", "contamination"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "-q"])
+    assert result.exit_code in (0, 1), result.output
+    found = pq.read_table(out / "findings.parquet").to_pylist()
+    assert {f["record_id"] for f in found if f["check"] == "contamination"} == {"leaked"}

@@ -34,17 +34,21 @@ def audit(
     data: Annotated[
         str,
         typer.Argument(
-            help="Parquet/CSV/JSONL file or folder, image folder, or HF folder; or s3:// / gs:// "
-            "Parquet file or folder."
+            help="Parquet/CSV/JSONL file or folder, image folder, or HF folder; or an s3:// / gs:// "
+            "file or folder of tables."
         ),
     ],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for findings and reports.")],
     reference: Annotated[
-        list[Path] | None,
-        typer.Option("--reference", "-r", help="Reference dataset(s) to check contamination against."),
+        list[str] | None,
+        typer.Option(
+            "--reference",
+            "-r",
+            help="Reference dataset(s) to check contamination against (local or s3:// / gs://).",
+        ),
     ] = None,
     ood_reference: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             help="Dataset taken as in-distribution (e.g. the training set): the outlier check also "
             "flags records unlike it."

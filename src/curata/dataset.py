@@ -87,7 +87,7 @@ class ParquetContent:
             self._cache.move_to_end(g)
             return cached
         path, index = self._row_groups[0][g]
-        reader = readers.setdefault(path, pq.ParquetFile(path, filesystem=self.filesystem))
+        reader = readers.setdefault(path, pq.ParquetFile(str(path), filesystem=self.filesystem))
         values = reader.read_row_group(index, columns=[self.column]).column(0).combine_chunks()
         self._cache[g] = values
         while len(self._cache) > 1 and sum(v.nbytes for v in self._cache.values()) > self.cache_bytes:
@@ -102,7 +102,7 @@ class ParquetContent:
         groups: list[tuple[Path, int]] = []
         sizes: list[int] = []
         for path in self.files:
-            meta = pq.ParquetFile(path, filesystem=self.filesystem).metadata
+            meta = pq.ParquetFile(str(path), filesystem=self.filesystem).metadata
             for i in range(meta.num_row_groups):
                 groups.append((path, i))
                 sizes.append(meta.row_group(i).num_rows)
@@ -123,7 +123,9 @@ class ParquetContent:
             # pre_buffer (pyarrow's default) prefetches the column chunks of every row group the
             # iterator will read: the whole compressed column of the file, held until the file is
             # done (+230 MiB for 1M short texts, 2.2 GiB for 10M). Without it, one row group at a time.
-            reader = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 22, filesystem=self.filesystem)
+            reader = pq.ParquetFile(
+                str(path), pre_buffer=False, buffer_size=1 << 22, filesystem=self.filesystem
+            )
             for batch in reader.iter_batches(batch_size=batch_size, columns=[self.column]):
                 yield batch.column(0)
 

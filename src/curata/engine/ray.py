@@ -1,16 +1,16 @@
-"""The Ray engine: the local engine's per-record functions on a Ray cluster, LSH buckets as a shuffle.
+"""The Ray engine: the local engine's per-record functions on Ray Data, cross-record steps as shuffles.
 
-Per-record work runs as one Ray task per batch, at most ``2 * workers`` in flight, results yielded
-in input order (the head of the window is awaited while the rest keep running). Tasks rather than
-Ray Data's ``map_batches`` because the batches arrive as a stream made on the driver (the pipeline
-reads the content, looks each record up in the signal cache and sends only the misses): Ray Data
-would have to materialise that stream before starting, while a window of tasks streams it with
-bounded memory, and Ray re-runs a task whose worker died (``max_retries``).
+The per-record signals (``map_content``, see :mod:`curata.engine.ray_content`) run on Ray Data:
+workers read the content (Parquet by row groups; what the driver holds, from the object store),
+hash it, skip what the signal cache holds and run the function with ``map_batches`` over Arrow
+batches, encoders on an actor pool (a model loads once per actor, which asks for a GPU when the
+encoder wants one); blocks come back in row order.
 
-Arguments holding heavy lazily loaded state (encoders: their model loads on first use) would
-reload in every task, so they go to an actor pool instead: each actor keeps one copy of the
-function and its arguments for the whole run, so a model loads once per actor; actors ask for a
-GPU when the encoder wants one and the cluster has one. A dead actor is restarted and its batches
+``map_batches`` (batches made on the driver: the cross-record steps' shares of work, such as
+semantic dedup's per-cluster searches) runs one Ray task per batch, at most ``2 * workers`` in
+flight, results yielded in input order, a task whose worker died re-run by Ray (``max_retries``).
+Arguments holding heavy lazily loaded state go to an actor pool instead, each actor keeping one
+copy of the function and its arguments for the run; a dead actor is restarted and its batches
 re-run (``max_restarts`` / ``max_task_retries``). With no more batches than actors, plain tasks do
 the same number of loads without starting actors, so they are used then.
 
@@ -65,6 +65,10 @@ CHUNK_KEYS = 1_000_000
 #: Seconds to wait for a TCP answer from a cluster address before giving up (ray.init would
 #: otherwise retry for minutes).
 CONNECT_TIMEOUT_S = 5.0
+
+#: Environment variables (by prefix) passed on to the workers: object stores' credentials and
+#: endpoints, which workers need to read the data.
+FORWARDED_ENV = ("AWS_", "GOOGLE_", "GCS_", "AZURE_")
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -140,6 +144,10 @@ def connect(address: str | None, workers: int | None) -> Any:
     address = address or os.environ.get("RAY_ADDRESS") or None
     # Ray's own notices stay quiet; what goes wrong reaches curata as exceptions.
     options: dict[str, Any] = {"namespace": "curata", "logging_level": logging.ERROR}
+    # Workers read the data themselves: they get the driver's object-store credentials and endpoints.
+    forwarded = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
+    if forwarded:
+        options["runtime_env"] = {"env_vars": forwarded}
     if address is None:
         options.update(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     else:
@@ -251,7 +259,7 @@ class _Actors:
 
 
 class RayEngine:
-    """Runs per-record functions as Ray tasks (encoders in actor pools) and LSH buckets as a shuffle.
+    """Runs per-record functions on Ray Data (encoders on actor pools) and cross-record steps as shuffles.
 
     ``address``: None starts Ray in this process, ``auto`` joins the cluster ``ray start`` made
     here, ``HOST:PORT`` or ``ray://HOST:PORT`` a remote one. ``workers`` bounds the batches in

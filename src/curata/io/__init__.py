@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from curata.dataset import Dataset, ParquetContent, RoleName
@@ -103,24 +104,37 @@ def _parquet_files(data: Path) -> list[Path]:
 def _streamable_content(
     data: Path, overrides: dict[RoleName, str | None]
 ) -> tuple[RoleName, ParquetContent] | None:
-    """For Parquet input, the text or image column to leave in the files and stream by row groups.
+    """For local Parquet input, the text or image column to leave in the files (see
+    :func:`streamable_content`)."""
+    try:
+        files = _parquet_files(data)
+    except OSError:
+        return None
+    return streamable_content(files, overrides, str(data), data) if files else None
+
+
+def streamable_content(
+    files: list[Path],
+    overrides: dict[RoleName, str | None],
+    source: str,
+    root: Path,
+    filesystem: pafs.FileSystem | None = None,
+) -> tuple[RoleName, ParquetContent] | None:
+    """The text or image column of Parquet ``files`` to leave in them and stream by row groups.
 
     Roles are settled on the first row group (detection only samples the head of each column
     anyway); the column is streamed only when every file stores it as plain strings or bytes, so
     it needs no conversion. Anything unusual returns None and the whole table is read as before.
     """
     try:
-        files = _parquet_files(data)
-        if not files:
-            return None
-        first = pq.ParquetFile(files[0])
+        first = pq.ParquetFile(str(files[0]), filesystem=filesystem)
         if first.metadata.num_row_groups == 0:
             return None
         sample = first.read_row_group(0)
         probe = assemble(
-            Loaded(table=sample, format="parquet", kind="tabular", root=data, files=[files[0].name]),
+            Loaded(table=sample, format="parquet", kind="tabular", root=root, files=[files[0].name]),
             overrides,
-            str(data),
+            source,
         )
     except (InputError, OSError, pa.ArrowException, ValueError):
         return None
@@ -133,12 +147,12 @@ def _streamable_content(
         allowed += [pa.binary(), pa.large_binary()]
     try:
         for path in files:
-            schema = pq.read_schema(path)
+            schema = pq.read_schema(str(path), filesystem=filesystem)
             if schema.names.count(column) != 1 or schema.field(column).type not in allowed:
                 return None
     except (OSError, pa.ArrowException):
         return None
-    return role, ParquetContent(tuple(files), column)
+    return role, ParquetContent(tuple(files), column, filesystem=filesystem)
 
 
 def _load(data: Path, id_column: str | None, skip_column: str | None = None) -> Loaded:
