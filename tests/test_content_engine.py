@@ -1,0 +1,131 @@
+"""The pipeline's path for engines whose workers read the content (``ContentEngine``), without Ray.
+
+An in-process engine reads the source as Ray's workers do (Parquet by row groups, or the chunks the
+driver holds) and runs the worker-side function; its signals must equal the local engine's, with
+and without cache hits.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from curata.engine import LocalEngine
+from curata.engine.base import ContentEngine, ContentSource
+from curata.io import read_dataset
+from curata.signals import pipeline
+from curata.signals.cache import SignalCache
+from curata.signals.pipeline import SignalSettings, compute_signals, signals_of_content
+
+from conftest import random_text
+
+
+class ReadingEngine(LocalEngine):
+    """Reads the content itself, a ``batch_size`` slice at a time, and records what it read."""
+
+    def __init__(self) -> None:
+        super().__init__(workers=1)
+        self.read: list[str] = []
+
+    def map_content(
+        self, source: ContentSource, fn: Any, *, args: tuple[Any, ...], batch_size: int, description: str
+    ) -> Iterator[pa.Table]:
+        if source.files:
+            self.read.append("files")
+            chunks = [
+                pq.ParquetFile(f).read_row_group(g, columns=[source.column]).column(0).combine_chunks()
+                for f in source.files
+                for g in range(pq.ParquetFile(f).metadata.num_row_groups)
+            ]
+        else:
+            self.read.append("chunks")
+            chunks = list(source.chunks)
+        for chunk in chunks:
+            for start in range(0, len(chunk), batch_size):
+                yield fn(pa.table({"content": chunk.slice(start, batch_size)}), *args)
+
+
+def _rows(n: int, seed: int) -> list[dict[str, object]]:
+    rng = random.Random(seed)
+    texts = [random_text(rng, 30) for _ in range(n)]
+    texts[5] = texts[2]  # an exact duplicate
+    texts[9] = None  # type: ignore[call-overload]
+    return [{"id": f"r{i}", "text": t} for i, t in enumerate(texts)]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_engine_read_signals_equal_local_with_and_without_cache_hits(tmp_path: Path, fmt: str) -> None:
+    settings = SignalSettings(batch_size=16)
+    rows = _rows(90, seed=3)
+    path = tmp_path / f"data.{fmt}"
+    table = pa.Table.from_pylist(rows)
+    if fmt == "parquet":
+        pq.write_table(table, path, row_group_size=25)
+    else:
+        pacsv.write_csv(table, path)
+    dataset = read_dataset(path)
+    engine = ReadingEngine()
+    assert isinstance(engine, ContentEngine) and not isinstance(LocalEngine(1), ContentEngine)
+
+    want = compute_signals(dataset, LocalEngine(workers=1), settings)
+    cache = SignalCache(tmp_path / "ws")
+    first = compute_signals(dataset, engine, settings, cache)
+    assert engine.read == ["files" if fmt == "parquet" else "chunks"]
+    assert (first.computed, first.cached) == (90, 0)
+    assert first.table.equals(want.table)
+    assert np.array_equal(first.content_hashes, want.content_hashes)
+
+    # A larger dataset holding the first: its rows come from the cache, only new ones are computed.
+    more = _rows(90, seed=3) + _rows(40, seed=4)
+    bigger = tmp_path / f"bigger.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist(more), bigger, row_group_size=25)
+    else:
+        pacsv.write_csv(pa.Table.from_pylist(more), bigger)
+    grown = read_dataset(bigger)
+    second = compute_signals(grown, engine, settings, cache)
+    # 90 old rows, and the new rows' missing text, whose signals the cache already holds.
+    assert second.cached == 91 and second.computed == 39
+    assert second.table.equals(compute_signals(grown, LocalEngine(workers=1), settings).table)
+
+
+def test_worker_side_function_skips_known_content_and_keeps_one_row_per_record() -> None:
+    settings = SignalSettings()
+    texts = ["alpha beta gamma", "delta epsilon", None, "alpha beta gamma"]
+    everything = signals_of_content(
+        pa.table({"content": texts}),
+        "text",
+        ".",
+        pipeline.text_batch_signals,
+        (settings.minhash,),
+        np.empty(0, "S16"),
+    )
+    assert everything.column("computed").to_pylist() == [True] * 4
+    known = np.sort(pipeline.hashes_of(everything.column("content_hash"))[[1]])
+    partial = signals_of_content(
+        pa.table({"content": texts}), "text", ".", pipeline.text_batch_signals, (settings.minhash,), known
+    )
+    assert partial.column("computed").to_pylist() == [True, False, True, True]
+    assert partial.column("content_hash").equals(everything.column("content_hash"))
+    assert partial.column("norm_hash").null_count == 1 and partial.column("norm_hash")[1].as_py() is None
+    kept = partial.filter(partial.column("computed"))
+    assert kept.column("band_keys").equals(everything.filter(partial.column("computed")).column("band_keys"))
+    # Nothing to compute: only the hashes come back.
+    none_left = signals_of_content(
+        pa.table({"content": ["delta epsilon"]}),
+        "text",
+        ".",
+        pipeline.text_batch_signals,
+        (settings.minhash,),
+        known,
+    )
+    assert none_left.column_names == ["content_hash", "computed"]
+    assert none_left.column("computed").to_pylist() == [False]
