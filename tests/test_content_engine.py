@@ -108,16 +108,17 @@ def test_worker_side_function_skips_known_content_and_keeps_one_row_per_record()
         (settings.minhash,),
         np.empty(0, "S16"),
     )
-    assert everything.column("computed").to_pylist() == [True] * 4
+    assert everything.column("cache_pos").to_pylist() == [-1] * 4
     known = np.sort(pipeline.hashes_of(everything.column("content_hash"))[[1]])
     partial = signals_of_content(
         pa.table({"content": texts}), "text", ".", pipeline.text_batch_signals, (settings.minhash,), known
     )
-    assert partial.column("computed").to_pylist() == [True, False, True, True]
+    assert partial.column("cache_pos").to_pylist() == [-1, 0, -1, -1]
     assert partial.column("content_hash").equals(everything.column("content_hash"))
     assert partial.column("norm_hash").null_count == 1 and partial.column("norm_hash")[1].as_py() is None
-    kept = partial.filter(partial.column("computed"))
-    assert kept.column("band_keys").equals(everything.filter(partial.column("computed")).column("band_keys"))
+    computed = pa.array([True, False, True, True])
+    kept = partial.filter(computed)
+    assert kept.column("band_keys").equals(everything.filter(computed).column("band_keys"))
     # Nothing to compute: only the hashes come back.
     none_left = signals_of_content(
         pa.table({"content": ["delta epsilon"]}),
@@ -127,5 +128,5 @@ def test_worker_side_function_skips_known_content_and_keeps_one_row_per_record()
         (settings.minhash,),
         known,
     )
-    assert none_left.column_names == ["content_hash", "computed"]
-    assert none_left.column("computed").to_pylist() == [False]
+    assert none_left.column_names == ["content_hash", "cache_pos"]
+    assert none_left.column("cache_pos").to_pylist() == [0]

@@ -38,7 +38,6 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -609,7 +608,9 @@ def shuffle_pairs(blocks: list[Any], max_bucket: int, n: int, parts: int) -> np.
     """
     ray_data: Any = importlib.import_module("ray.data")  # Any: its stubs see no fn_args
     codes: list[np.ndarray] = [np.zeros(0, np.int64)]
-    with _data_context():
+    from curata.engine.ray_content import data_context
+
+    with data_context(sort_shuffle=True):
         pairs = (
             ray_data.from_arrow_refs(blocks)
             .groupby("part")
@@ -621,31 +622,6 @@ def shuffle_pairs(blocks: list[Any], max_bucket: int, n: int, parts: int) -> np.
             codes.append(np.asarray(batch["code"], dtype=np.int64))
     # Different pair partitions hold different pairs, so one sort orders them as candidate_pairs.
     return np.sort(np.concatenate(codes))
-
-
-@contextmanager
-def _data_context() -> Iterator[None]:
-    """Ray Data settings for curata's shuffles, restored afterwards.
-
-    The sort-based shuffle: the hash shuffle's aggregator actors take seconds to start, and these
-    shuffles group on a few coarse partitions. No progress bars (curata shows its own).
-    """
-    from ray.data import DataContext
-    from ray.data.context import ShuffleStrategy
-
-    ctx = DataContext.get_current()
-    saved = (ctx.shuffle_strategy, ctx.enable_progress_bars, ctx.print_on_execution_start)
-    ctx.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    data_logger = logging.getLogger("ray.data")
-    level = data_logger.level
-    data_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        ctx.shuffle_strategy, ctx.enable_progress_bars, ctx.print_on_execution_start = saved
-        data_logger.setLevel(level)
 
 
 def _mix(values: np.ndarray) -> np.ndarray:

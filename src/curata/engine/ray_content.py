@@ -15,6 +15,7 @@ and read there by every worker, not shipped with each task.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import warnings
@@ -139,21 +140,13 @@ def _parquet_datasource(source: ContentSource, pieces: list[tuple[str, int, int,
                 meta = BlockMetadata(
                     num_rows=stop - start, size_bytes=None, exec_stats=None, input_files=(path,)
                 )
-                tasks.append(
-                    data.ReadTask(
-                        _bind(read_piece, path, source.filesystem, source.column, group, start, stop), meta
-                    )
+                read = functools.partial(
+                    read_piece, path, source.filesystem, source.column, group, start, stop
                 )
+                tasks.append(data.ReadTask(read, meta))
             return tasks
 
     return ContentDatasource()
-
-
-def _bind(fn: Callable[..., Iterable[pa.Table]], *args: Any) -> Callable[[], Iterable[pa.Table]]:
-    def read() -> Iterable[pa.Table]:
-        return fn(*args)
-
-    return read
 
 
 def content_dataset(ray: Any, source: ContentSource, read_cpus: float = 1) -> Any:
@@ -185,13 +178,25 @@ def store_large(ray: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 @contextmanager
-def ordered_data_context() -> Iterator[None]:
-    """Ray Data keeps row order and stays quiet (curata shows its own progress), then restores."""
+def data_context(*, preserve_order: bool = False, sort_shuffle: bool = False) -> Iterator[None]:
+    """Ray Data settings for one of curata's runs, restored afterwards.
+
+    Always quiet (no progress bars or start-up notices: curata shows its own progress).
+    ``preserve_order``: blocks come out in input order (per-record results are assigned to rows
+    as they arrive). ``sort_shuffle``: the sort-based shuffle, as the hash shuffle's aggregator
+    actors take seconds to start and curata's shuffles group on a few coarse partitions.
+    """
     from ray.data import DataContext
+    from ray.data.context import ShuffleStrategy
 
     ctx = DataContext.get_current()
-    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.print_on_execution_start)
-    ctx.execution_options.preserve_order = True
+    options = ctx.execution_options
+    fields = ("shuffle_strategy", "enable_progress_bars", "print_on_execution_start")
+    saved = options.preserve_order, {name: getattr(ctx, name) for name in fields}
+    if preserve_order:
+        options.preserve_order = True
+    if sort_shuffle:
+        ctx.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     data_logger = logging.getLogger("ray.data")
@@ -200,7 +205,9 @@ def ordered_data_context() -> Iterator[None]:
     try:
         yield
     finally:
-        (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.print_on_execution_start) = saved
+        options.preserve_order = saved[0]
+        for name, value in saved[1].items():
+            setattr(ctx, name, value)
         data_logger.setLevel(level)
 
 
@@ -229,7 +236,7 @@ class ContentPlan:
             "num_cpus": 1,
             "num_gpus": 1 if self.gpu else 0,
         }
-        with ordered_data_context(), warnings.catch_warnings():
+        with data_context(preserve_order=True), warnings.catch_warnings():
             # Retry counts go to Ray as remote arguments, which Ray 2.60 calls deprecated but honours.
             warnings.simplefilter("ignore", DeprecationWarning)
             dataset = content_dataset(ray, self.source, read_cpus=0 if self.actors else 1)

@@ -73,13 +73,6 @@ def read_dataset(
         wrong = [{"row": row, "error": e} for row, e in enumerate(messages) if e is not None]
         loaded.table = loaded.table.drop_columns([TYPE_ERROR_COLUMN])
     dataset = assemble(loaded, overrides, str(data))
-    if streamed is not None:
-        # Report the columns in the files' order, the streamed one in its place.
-        order = pq.read_schema(streamed[1].files[0]).names
-        columns = dataset.description["columns"]
-        dataset.description["columns"] = sorted(
-            columns, key=lambda c: (order.index(c) if c in order else len(order), columns.index(c))
-        )
     if bad:
         dataset.description["bad_records"] = bad
     if wrong:

@@ -125,15 +125,7 @@ def _read_parquet(
         files=[str(PurePosixPath(f).relative_to(base)) for f in files],
     )
     loaded.streamed = streamed
-    dataset = assemble(loaded, overrides, uri)
-    if streamed is not None:
-        # Report the columns in the files' order, the streamed one in its place.
-        order = schemas[0].names
-        names = dataset.description["columns"]
-        dataset.description["columns"] = sorted(
-            names, key=lambda c: (order.index(c) if c in order else len(order), names.index(c))
-        )
-    return dataset
+    return assemble(loaded, overrides, uri)
 
 
 def _read_copied(

@@ -377,7 +377,7 @@ def assemble(loaded: Loaded, overrides: Mapping[RoleName, str | None], source: s
         "format": loaded.format,
         "files": loaded.files,
         "num_files": len(loaded.files),
-        "columns": table.column_names + ([loaded.streamed[1].column] if loaded.streamed else []),
+        "columns": _columns(table, loaded.streamed[1] if loaded.streamed else None),
         "skipped_files": loaded.skipped_files,
         "detected_roles": dict(detected),
         "null_ids": null_ids,
@@ -395,3 +395,14 @@ def assemble(loaded: Loaded, overrides: Mapping[RoleName, str | None], source: s
         description=description,
         content=None if loaded.streamed is None else loaded.streamed[1],
     )
+
+
+def _columns(table: pa.Table, streamed: ParquetContent | None) -> list[str]:
+    """The data's columns: the table's, and a streamed column in its place in the files' order."""
+    if streamed is None:
+        return list(table.column_names)
+    import pyarrow.parquet as pq
+
+    names = [*table.column_names, streamed.column]
+    order = pq.read_schema(str(streamed.files[0]), filesystem=streamed.filesystem).names
+    return sorted(names, key=lambda c: (order.index(c) if c in order else len(order), names.index(c)))

@@ -250,13 +250,14 @@ def map_records(
         return part
 
     try:
-        for hashes, found, result in stream:
+        for hashes, at, result in stream:
             rows = np.arange(offset, offset + len(hashes), dtype=np.int64)
             offset += len(hashes)
             all_hashes.append(hashes)
+            found = at >= 0
             if found.any():
                 hit_rows.append(rows[found])
-                hit_index.append(cached_order[np.searchsorted(cached_sorted, hashes[found])])
+                hit_index.append(cached_order[at[found]])
             if result is None:
                 continue
             computed_rows.append(rows[~found])
@@ -306,13 +307,16 @@ def map_records(
     return Signals(table, modality, n_computed, n_cached, content_hashes)
 
 
-def _known(hashes: np.ndarray, known_sorted: np.ndarray) -> np.ndarray:
-    """Whether each hash is in the sorted ``known_sorted`` (binary search)."""
-    if len(known_sorted) == 0 or len(hashes) == 0:
-        return np.zeros(len(hashes), dtype=bool)
-    pos = np.minimum(np.searchsorted(known_sorted, hashes), len(known_sorted) - 1)
-    found: np.ndarray = known_sorted[pos] == hashes
-    return found
+def _look_up(items: Sequence[Any], modality: str, known_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The content hash of each item and its position in the sorted ``known_sorted`` (-1: not there)."""
+    encode = _encode_text if modality == "text" else _identity
+    hashes = hash_array([content_hash(encode(v)) for v in items])
+    at = np.full(len(hashes), -1, dtype=np.int64)
+    if len(known_sorted) and len(hashes):
+        pos = np.minimum(np.searchsorted(known_sorted, hashes), len(known_sorted) - 1)
+        found = known_sorted[pos] == hashes
+        at[found] = pos[found]
+    return hashes, at
 
 
 def _read_here(
@@ -324,34 +328,32 @@ def _read_here(
     batch_size: int,
     description: str,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, pa.Table | None]]:
-    """(hashes, found in cache, fn's result for the rest or None) per batch, read in this process.
+    """(hashes, cache positions or -1, fn's result for the rest or None) per batch, read here.
 
     Only the records the cache lacks go to the engine; batches come back in order, so each result
     belongs to the oldest waiting batch that had something to compute.
     """
-    encode = _encode_text if dataset.modality == "text" else _identity
     waiting: deque[tuple[np.ndarray, np.ndarray, bool]] = deque()
 
     def misses() -> Iterator[list[Any]]:
         for batch in content_items(dataset, batch_size):
-            hashes = hash_array([content_hash(encode(v)) for v in batch])
-            found = _known(hashes, known_sorted)
-            todo = np.flatnonzero(~found)
-            waiting.append((hashes, found, len(todo) > 0))
+            hashes, at = _look_up(batch, dataset.modality, known_sorted)
+            todo = np.flatnonzero(at < 0)
+            waiting.append((hashes, at, len(todo) > 0))
             if len(todo):
                 yield [batch[i] for i in todo]
 
     total_batches = -(-dataset.num_rows // batch_size)
     for result in engine.map_batches(fn, misses(), args=args, description=description, total=total_batches):
         while True:
-            hashes, found, has_work = waiting.popleft()
+            hashes, at, has_work = waiting.popleft()
             if has_work:
-                yield hashes, found, pa.Table.from_batches([result])
+                yield hashes, at, pa.Table.from_batches([result])
                 break
-            yield hashes, found, None
+            yield hashes, at, None
     while waiting:
-        hashes, found, _ = waiting.popleft()
-        yield hashes, found, None
+        hashes, at, _ = waiting.popleft()
+        yield hashes, at, None
 
 
 def content_source(dataset: Dataset) -> ContentSource:
@@ -373,14 +375,14 @@ def signals_of_content(
     """Worker side of :class:`ContentEngine`: hash each record, skip the cached ones, compute the rest.
 
     ``table``'s ``content`` column holds the raw values; ``known_sorted`` the sorted content hashes
-    already in the cache. Returns one row per record: ``content_hash``, ``computed`` and the
-    columns of ``fn(values, *fn_args)`` for the computed records (null for the others).
+    already in the cache. Returns one row per record: ``content_hash``, ``cache_pos`` (its position
+    in ``known_sorted``, -1 when computed) and the columns of ``fn(values, *fn_args)`` for the
+    computed records (null for the others).
     """
     items = content_values(table.column("content"), modality, root)
-    encode = _encode_text if modality == "text" else _identity
-    hashes = hash_array([content_hash(encode(v)) for v in items])
-    found = _known(hashes, known_sorted)
-    out = pa.table({"content_hash": hash_column(hashes), "computed": pa.array(~found, pa.bool_())})
+    hashes, at = _look_up(items, modality, known_sorted)
+    found = at >= 0
+    out = pa.table({"content_hash": hash_column(hashes), "cache_pos": pa.array(at, pa.int64())})
     todo = np.flatnonzero(~found)
     if len(todo) == 0:
         return out
@@ -396,16 +398,17 @@ def signals_of_content(
 
 
 def _split_block(block: pa.Table) -> tuple[np.ndarray, np.ndarray, pa.Table | None]:
-    """(hashes, found in cache, computed rows of fn's columns or None) of a worker's block."""
+    """(hashes, cache positions or -1, computed rows of fn's columns or None) of a worker's block."""
     hashes = hashes_of(block.column("content_hash"))
-    computed = np.asarray(block.column("computed").to_numpy(zero_copy_only=False), dtype=bool)
-    signal_columns = [c for c in block.column_names if c not in ("content_hash", "computed")]
+    at = np.asarray(block.column("cache_pos").to_numpy(), dtype=np.int64)
+    computed = at < 0
+    signal_columns = [c for c in block.column_names if c not in ("content_hash", "cache_pos")]
     if not computed.any() or not signal_columns:
-        return hashes, ~computed, None
+        return hashes, at, None
     done = block.select(signal_columns)
     if not computed.all():
         done = done.filter(pa.array(computed))
-    return hashes, ~computed, done
+    return hashes, at, done
 
 
 #: Computed rows gathered into one contiguous Arrow table at a time (see ``_compact``).
