@@ -59,13 +59,20 @@ def test_process_pool_matches_single_process(tmp_path: Path) -> None:
     assert one.findings.num_rows == 5
 
 
-def test_partly_cached_signals_are_gathered_in_row_order(tmp_path: Path) -> None:
-    """Rows served from the cache and rows computed now end up aligned with their records."""
+@pytest.mark.parametrize("compact_rows", [7, 1_000_000])
+def test_partly_cached_signals_are_gathered_in_row_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compact_rows: int
+) -> None:
+    """Rows served from the cache and rows computed now end up aligned with their records, gathered
+    chunk by chunk (across cache parts and record batches) into a memory-mapped table."""
+    from curata import outofcore
     from curata.engine import get_engine
     from curata.io import read_dataset
+    from curata.signals import pipeline
     from curata.signals.cache import SignalCache
     from curata.signals.pipeline import SignalSettings, compute_signals
 
+    monkeypatch.setattr(pipeline, "COMPACT_ROWS", compact_rows)
     rng = random.Random(12)
     texts = [random_text(rng, 25) for _ in range(40)]
     cache = SignalCache(tmp_path / "ws")
@@ -90,6 +97,9 @@ def test_partly_cached_signals_are_gathered_in_row_order(tmp_path: Path) -> None
         read_dataset(write_parquet(tmp_path / "b.parquet", [{"text": t} for t in shuffled])), engine, settings
     )
     assert mixed.table.equals(fresh.table)
+    # Neither is held in memory: the first is the cache's own files, the second a spill file.
+    assert outofcore.is_mapped(mixed.table) and outofcore.is_mapped(fresh.table)
+    assert mixed.table.column("band_keys").num_chunks == (6 if compact_rows == 7 else 1)
 
 
 class _FailsAtBatch:

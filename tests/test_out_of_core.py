@@ -315,3 +315,43 @@ def test_the_command_line_picks_a_memory_pool_that_returns_freed_pages(
         assert outofcore.use_returning_memory_pool() == before.backend_name  # the user's choice stays
     finally:
         pa.set_memory_pool(before)
+
+
+def _resident_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if line[:1].isalnum() and "-" in line.split(" ", 1)[0]:
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+def test_a_mapped_table_holds_pages_only_while_they_are_read(tmp_path: Path) -> None:
+    """An Arrow file read memory-mapped costs no memory until used, and hands its pages back."""
+    import gc
+
+    rows = 4_000_000
+    table = pa.table({"k": np.arange(rows, dtype=np.int64), "v": np.ones(rows, np.float32)})
+    path = tmp_path / "t.arrow"
+    outofcore.write_arrow_file(path, [table], table.schema)
+    mapped = outofcore.map_arrow_file(path)
+    assert _resident_kib(path) < 1024
+    assert outofcore.is_mapped(mapped) and not outofcore.is_mapped(table)
+    assert mapped.equals(table)
+    del table
+    outofcore.release_mapped()
+    assert _resident_kib(path) < 1024
+    total = int(np.asarray(mapped.column("k").to_numpy()).sum())
+    assert total == rows * (rows - 1) // 2
+    assert _resident_kib(path) > 24_000  # the 32 MB column was read in
+    outofcore.release(mapped.column("k"))
+    assert _resident_kib(path) < 1024
+    assert int(np.asarray(mapped.column("k").to_numpy()).sum()) == total  # still readable
+    registered = len(outofcore._MAPPINGS)
+    del mapped
+    gc.collect()
+    assert len(outofcore._MAPPINGS) == registered - 1  # the mapping left the registry with its table
+    assert _resident_kib(path) == 0

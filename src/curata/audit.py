@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curata import __version__
+from curata import __version__, outofcore
 from curata.checks import registered_checks
 from curata.checks.base import SEVERITY_RANK, Context, concat_findings, empty_findings
 from curata.checks.contamination import ContaminationSettings
@@ -310,6 +310,8 @@ def run_checks(
             )
             table = empty_findings()
         entry["seconds"] = round(time.perf_counter() - t, 4)
+        # Signal columns are memory-mapped: hand back the pages this check read before the next.
+        outofcore.release_mapped()
         notes = context.cache.get("check_notes", {}).get(name)
         if notes:  # what a check could not look at (e.g. names without the spaCy model)
             entry["notes"] = list(notes)

@@ -18,13 +18,18 @@ import mmap
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import uuid
+import weakref
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from curata.errors import ConfigError
 
@@ -34,9 +39,15 @@ __all__ = [
     "configured",
     "current",
     "duckdb_connection",
+    "is_mapped",
+    "map_arrow_file",
+    "release",
+    "release_mapped",
     "release_rows",
     "spill_array",
+    "spill_table",
     "use_returning_memory_pool",
+    "write_arrow_file",
 ]
 
 
@@ -232,3 +243,127 @@ def use_returning_memory_pool() -> str:
         pool = pa.system_memory_pool()
     pa.set_memory_pool(pool)
     return str(pool.backend_name)
+
+
+class _Weak:
+    """A weak reference to a mapping that answers ``madvise`` while the mapping lives."""
+
+    def __init__(self, mapping: mmap.mmap) -> None:
+        self._ref = weakref.ref(mapping)
+
+    def madvise(self, option: int, start: int, length: int) -> None:
+        mapping = self._ref()
+        if mapping is not None and not mapping.closed:
+            with contextlib.suppress(ValueError, OSError):
+                mapping.madvise(option, start, length)
+
+
+# Memory-mapped Arrow files: start address -> (length, the mapping). Entries leave when the mapping
+# is closed (every table built on it is gone), so an address is never advised after it is unmapped.
+_MAPPINGS: dict[int, tuple[int, _Weak]] = {}
+
+
+def write_arrow_file(path: Path, tables: Iterable[pa.Table], schema: pa.Schema) -> int:
+    """Write ``tables`` to an uncompressed Arrow IPC file at ``path`` (via a temporary name, so a
+    crash leaves no half-written file under it); returns the rows written."""
+    import pyarrow as pa
+
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}{path.suffix}")
+    rows = 0
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+            for table in tables:
+                writer.write_table(table.select(schema.names).cast(schema))
+                rows += table.num_rows
+        tmp.rename(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows
+
+
+def map_arrow_file(path: Path, *, unlink: bool = False) -> pa.Table:
+    """The table of an uncompressed Arrow IPC file, memory-mapped: no copy is read into memory.
+
+    Its columns are views of the file's pages, which the system reads on first use and may drop
+    again under pressure; :func:`release` hands back the pages of a column once it has been read,
+    so a pass over a large mapped table holds about one chunk resident at a time. ``unlink``
+    removes the file at once (the mapping keeps its data until the table goes).
+    """
+    import pyarrow as pa
+
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        mapping = mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ)
+    if unlink:
+        os.unlink(path)
+    whole = pa.py_buffer(mapping)  # the table's buffers keep ``mapping`` open through this export
+    start = int(whole.address)
+    # The registry holds the mapping weakly, and loses the entry when the mapping is closed.
+    _MAPPINGS[start] = (size, _Weak(mapping))
+    weakref.finalize(mapping, _MAPPINGS.pop, start, None)
+    return pa.ipc.open_file(pa.BufferReader(whole)).read_all()
+
+
+def spill_table(tables: Iterable[pa.Table], schema: pa.Schema, folder: Path | None = None) -> pa.Table:
+    """Write ``tables`` to a temporary Arrow file in ``folder`` (the out-of-core temporary folder
+    when None) and return it memory-mapped; the file is removed at once."""
+    parent = Path(folder) if folder is not None else current().temp_directory
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="curata-spill-", dir=parent))
+    try:
+        write_arrow_file(path / "table.arrow", tables, schema)
+        return map_arrow_file(path / "table.arrow", unlink=True)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def release(data: pa.Table | pa.ChunkedArray | pa.Array) -> None:
+    """Hand back the resident pages of ``data``'s memory-mapped buffers (see :func:`map_arrow_file`).
+
+    The data stays readable (the pages are read again from the file on next use); buffers that are
+    not in a mapped file are left alone. A no-op where ``madvise`` is unavailable.
+    """
+    if not _MAPPINGS or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    for buf in _buffers(data):
+        address, size = int(buf.address), int(buf.size)
+        for start, (length, mapping) in list(_MAPPINGS.items()):
+            if start <= address < start + length:
+                lo = ((address - start) // mmap.PAGESIZE) * mmap.PAGESIZE
+                hi = min(length, address - start + size)
+                if hi > lo:
+                    mapping.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+                break
+
+
+def is_mapped(data: pa.Table | pa.ChunkedArray | pa.Array) -> bool:
+    """Whether every buffer of ``data`` lies in a memory-mapped Arrow file (none in memory)."""
+    return all(
+        any(start <= int(buf.address) < start + length for start, (length, _) in _MAPPINGS.items())
+        for buf in _buffers(data)
+    )
+
+
+def release_mapped() -> None:
+    """Hand back the resident pages of every memory-mapped Arrow file (e.g. after each check)."""
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    for length, mapping in list(_MAPPINGS.values()):
+        mapping.madvise(mmap.MADV_DONTNEED, 0, length)
+
+
+def _buffers(data: pa.Table | pa.ChunkedArray | pa.Array) -> Iterator[pa.Buffer]:
+    import pyarrow as pa
+
+    if isinstance(data, pa.Table):
+        columns: list[Any] = list(data.columns)
+    else:
+        columns = [data]
+    for column in columns:
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        for chunk in chunks:
+            for buf in chunk.buffers():
+                if buf is not None and buf.size:
+                    yield buf

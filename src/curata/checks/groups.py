@@ -176,6 +176,7 @@ def rep_band_keys(signals: Signals, reps: np.ndarray, out: np.ndarray | None = N
             view = np.asarray(values.to_numpy(zero_copy_only=False)).reshape(-1, bands)
             out[lo:hi] = view[reps[lo:hi] - offset]
             outofcore.release_rows(out, int(lo), int(hi))
+            outofcore.release(chunk)
         offset += len(chunk)
     return out
 

@@ -86,6 +86,7 @@ def key_batches(
                     [*cols, pa.array(rows + start), pa.array(rank[rows + start])], schema=schema
                 )
             offset += len(piece)
+            outofcore.release(piece)
 
     return pa.RecordBatchReader.from_batches(schema, batches())
 

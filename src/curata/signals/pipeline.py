@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
+from curata import outofcore
 from curata.dataset import Dataset
 from curata.engine.base import ContentEngine, ContentSource, Engine
 from curata.errors import InputError
@@ -219,6 +220,8 @@ def map_records(
         cached_hashes = hashes_of(cached.column("content_hash"))
         cached_order = np.argsort(cached_hashes, kind="stable")
         cached_sorted = cached_hashes[cached_order]
+        del cached_hashes
+        outofcore.release(cached)
     stream: Iterator[tuple[np.ndarray, np.ndarray, pa.Table | None]]
     if isinstance(engine, ContentEngine) and modality in ("text", "image"):
         blocks = engine.map_content(
@@ -240,14 +243,18 @@ def map_records(
     fresh: list[pa.Table] = []
     fresh_rows = 0
     offset = 0
+    spill_folder = cache.temp_folder() if cache is not None else None
 
     def keep(parts: list[pa.Table]) -> pa.Table:
-        # Each compacted part goes to the cache at once: a run that fails later (a lost worker, an
-        # interrupt) leaves what it computed, and the re-run computes only the rest.
+        # Each compacted part goes to disk at once (to the cache, when there is one: a run that fails
+        # later, a lost worker, an interrupt, leaves what it computed and the re-run computes only
+        # the rest) and is read back memory-mapped, so no pass holds the signals in memory.
         part = _compact(parts)
         if cache is not None:
-            cache.store(fingerprint, part)
-        return part
+            path = cache.store(fingerprint, part)
+            if path is not None:
+                return outofcore.map_arrow_file(path)
+        return outofcore.spill_table([part], part.schema, spill_folder)
 
     try:
         for hashes, at, result in stream:
@@ -284,7 +291,7 @@ def map_records(
     if computed is not None and n_computed == n_rows:
         # Nothing came from the cache: the computed rows are already in row order, no gather needed.
         return Signals(computed.drop_columns(["content_hash"]), modality, n_computed, 0, content_hashes)
-    # Gather every row with a single take from [computed rows, whole cache]: one copy, no sort.
+    # Each row's place in [computed rows, whole cache], gathered chunk by chunk into a spill file.
     position = np.full(n_rows, -1, dtype=np.int64)
     sources: list[pa.Table] = []
     if computed is not None and n_computed:
@@ -303,8 +310,29 @@ def map_records(
         raise InputError(f"{dataset.source}: no records to audit")
     columns = sources[0].column_names
     combined = pa.concat_tables([t.select(columns) for t in sources])
-    table = combined.take(pa.array(position))
+    table = outofcore.spill_table(_gathered(combined, position), combined.schema, spill_folder)
     return Signals(table, modality, n_computed, n_cached, content_hashes)
+
+
+def _gathered(table: pa.Table, position: np.ndarray) -> Iterator[pa.Table]:
+    """``table``'s rows at ``position``, ``COMPACT_ROWS`` at a time (each a take per record batch of
+    ``table``, which may be memory-mapped: its pages are handed back after every chunk)."""
+    batches = table.to_batches()
+    starts = np.cumsum([0] + [b.num_rows for b in batches[:-1]], dtype=np.int64)
+    for lo in range(0, len(position), COMPACT_ROWS):
+        want = position[lo : lo + COMPACT_ROWS]
+        order = np.argsort(want, kind="stable")
+        sorted_pos = want[order]
+        which = np.searchsorted(starts, sorted_pos, side="right") - 1
+        cuts = np.flatnonzero(np.diff(which)) + 1
+        pieces = [
+            batches[int(which[a])].take(pa.array(sorted_pos[a:b] - starts[which[a]]))
+            for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(want)], strict=True)
+        ]
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        yield pa.Table.from_batches(pieces, table.schema).combine_chunks().take(pa.array(inverse))
+        outofcore.release(table)
 
 
 def _look_up(items: Sequence[Any], modality: str, known_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
