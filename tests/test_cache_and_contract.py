@@ -184,3 +184,29 @@ def test_output_follows_findings_contract(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "contract holds" in proc.stdout
+
+
+def test_many_findings_wait_in_a_memory_mapped_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check's findings past ``SPILL_FINDINGS_ROWS`` are kept on disk, mapped, and report the same."""
+    import importlib
+
+    from curata import outofcore
+
+    audit_module = importlib.import_module("curata.audit")
+
+    rng = random.Random(5)
+    base = [random_text(rng, 30) for _ in range(20)]
+    rows = [{"text": t} for t in base + base[:10] + [edit_words(t, rng, 1) for t in base[10:]]]
+    data = write_parquet(tmp_path / "d.parquet", rows)
+    held = audit(data, tmp_path / "o1", workers=1, workspace=tmp_path / "ws")
+    monkeypatch.setattr(audit_module, "SPILL_FINDINGS_ROWS", 5)
+    spilled = audit(data, tmp_path / "o2", workers=1, workspace=tmp_path / "ws")
+    assert held.findings.num_rows >= 20 and not outofcore.is_mapped(held.findings)
+    assert outofcore.is_mapped(spilled.findings)
+    assert spilled.findings.equals(held.findings)
+    assert spilled.report["checks"] == {
+        name: {**entry, "seconds": spilled.report["checks"][name]["seconds"]}
+        for name, entry in held.report["checks"].items()
+    }
+    assert pq.read_table(tmp_path / "o2" / "findings.parquet").equals(held.findings)
+    assert not any((tmp_path / "ws" / "tmp").iterdir())  # the spill files are already unlinked

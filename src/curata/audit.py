@@ -187,6 +187,8 @@ def audit(
             refs.append(read_dataset(ref_path, **_reference_roles(roles)))
         except InputError:
             refs.append(read_dataset(ref_path))
+    # Reading's transient buffers (the Parquet pages of every column read) go back to the system.
+    pa.default_memory_pool().release_unused()
     for ref in refs:
         if ref.modality != dataset.modality:
             raise InputError(
@@ -251,6 +253,7 @@ def audit(
     worst = _worst_severity(findings)
     report["exit"] = {"fail_on": settings.fail_on, "worst_severity": worst, "code": exit_code}
     pq.write_table(findings, out / "findings.parquet")
+    outofcore.release_mapped()
     examples = worst_examples(findings, dataset, refs, settings.examples_per_check)
     timings["report_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
@@ -316,11 +319,23 @@ def run_checks(
         if notes:  # what a check could not look at (e.g. names without the spaCy model)
             entry["notes"] = list(notes)
         entry["count"] = table.num_rows
+        if table.num_rows >= SPILL_FINDINGS_ROWS:
+            # Many findings (millions of duplicates) wait on disk, not in memory, for the report.
+            table = outofcore.spill_table([table], table.schema, _temp_folder(context))
         entry["by_severity"] = {
             v["values"]: v["counts"] for v in pc.value_counts(table.column("severity")).to_pylist()
         }
         tables.append(table)
     return concat_findings(tables), status
+
+
+#: A check's findings of at least this many rows are kept in a memory-mapped spill file.
+SPILL_FINDINGS_ROWS = 100_000
+
+
+def _temp_folder(context: Context) -> Path | None:
+    workspace = context.settings.get("workspace")
+    return Path(workspace) / "tmp" if workspace is not None else None
 
 
 def _worst_severity(findings: pa.Table) -> str | None:
