@@ -18,14 +18,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from curata.engine import LocalEngine
+from curata.engine import LocalEngine, ray_content
 from curata.engine.base import ContentEngine, ContentSource
 from curata.io import read_dataset
 from curata.signals import pipeline
 from curata.signals.cache import SignalCache
 from curata.signals.pipeline import SignalSettings, compute_signals, signals_of_content
 
-from conftest import random_text
+from conftest import edit_words, random_text
 
 
 class ReadingEngine(LocalEngine):
@@ -51,6 +51,40 @@ class ReadingEngine(LocalEngine):
         for chunk in chunks:
             for start in range(0, len(chunk), batch_size):
                 yield fn(pa.table({"content": chunk.slice(start, batch_size)}), *args)
+
+    def map_partitions(
+        self,
+        source: ContentSource,
+        rows: np.ndarray,
+        part: np.ndarray,
+        jobs: Any,
+        fn: Any,
+        *,
+        args: tuple[Any, ...],
+        description: str,
+    ) -> Iterator[Any]:
+        """The Ray engine's map and reduce tasks, run here in turn (the object store: none)."""
+        self.read.append("partitions")
+        parts = self.parts = len(jobs)
+        pieces = ray_content.content_pieces(_NoStore, source, rows)
+        mapped = [
+            ray_content.split_piece(piece, block, first, rows, part, parts) for first, piece, block in pieces
+        ]
+        outputs = [m if parts > 1 else [m] for m in mapped]
+        for p in range(parts):
+            yield ray_content.run_partition(fn, jobs[p], args, *(out[p] for out in outputs))
+
+
+class _NoStore:
+    """Stands in for ``ray``: ``put`` hands the value back."""
+
+    @staticmethod
+    def put(value: Any) -> Any:
+        return value
+
+    @staticmethod
+    def nodes() -> list[dict[str, Any]]:
+        return [{"Alive": True}]
 
 
 def _rows(n: int, seed: int) -> list[dict[str, object]]:
@@ -130,3 +164,54 @@ def test_worker_side_function_skips_known_content_and_keeps_one_row_per_record()
     )
     assert none_left.column_names == ["content_hash", "cache_pos"]
     assert none_left.column("cache_pos").to_pylist() == [0]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+@pytest.mark.parametrize("budget", [10**9, 1_500])
+def test_verification_by_the_engine_reading_texts_equals_local(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, budget: int
+) -> None:
+    """Near-duplicate verification where the engine's workers read the candidates' texts and shuffle
+    them to their partitions (one partition; several) keeps exactly the local engine's pairs."""
+    from curata.checks import groups
+    from curata.signals.text import MinHashSettings, normalize_text
+
+    monkeypatch.setattr(groups, "VERIFY_CHUNK_SHINGLES", budget)
+    rng = random.Random(7)
+    base = [random_text(rng, 30) for _ in range(24)]
+    texts: list[str | None] = [*base, *(edit_words(t, rng, 1) for t in base[:16]), None, *base[16:20]]
+    order = list(range(len(texts)))
+    rng.shuffle(order)
+    texts = [texts[i] for i in order]
+    where = {i: k for k, i in enumerate(order)}  # original index -> row
+    # Components of two triangles: a text, its edited copy (kept) and an unrelated text (rejected)
+    # that two triangles share; the empty text and the exact copies are no candidates.
+    pairs = []
+    for i in range(16):
+        a, b, c = where[i], where[24 + i], where[16 + i // 2]
+        pairs += [(a, b), (a, c), (b, c)]
+    cand = np.array(pairs, dtype=np.int64)
+    rows = np.unique(cand)
+    local = np.searchsorted(rows, cand)
+    n_chars = np.array([len(normalize_text(texts[r] or "")) for r in rows], dtype=np.int64)
+    path = tmp_path / f"data.{fmt}"
+    table = pa.table({"id": [f"r{i}" for i in range(len(texts))], "text": texts})
+    if fmt == "parquet":
+        pq.write_table(table, path, row_group_size=9)
+    else:
+        pacsv.write_csv(table, path)
+    dataset = read_dataset(path)
+    settings = MinHashSettings()
+
+    want_pairs, want_sims = groups.verify_text_pairs(dataset, rows, local, n_chars, settings, LocalEngine(1))
+    engine = ReadingEngine()
+    got_pairs, got_sims = groups.verify_text_pairs(dataset, rows, local, n_chars, settings, engine)
+    assert engine.read == ["partitions"] and (engine.parts > 1) == (budget < 10**9)
+    assert np.array_equal(got_pairs, want_pairs) and np.array_equal(got_sims, want_sims)
+    kept = {tuple(sorted(p)) for p in got_pairs.tolist()}
+    assert {tuple(sorted((where[i], where[24 + i]))) for i in range(16)} <= kept
+    assert 16 <= len(kept) < len(pairs)  # the unrelated third is rejected (mostly)
+    # Only the pieces (row groups, or blocks of the chunks) holding a candidate are read.
+    source = pipeline.content_source(dataset)
+    wanted = list(ray_content.content_pieces(_NoStore, source, np.array([0, 3, 19])))
+    assert [first for first, _, _ in wanted] == ([0, 18] if fmt == "parquet" else [0])

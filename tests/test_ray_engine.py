@@ -26,6 +26,7 @@ import pytest
 from curata.audit import AuditResult, AuditSettings, audit
 from curata.engine import LocalEngine, get_engine
 from curata.errors import ConfigError, EngineError, InputError, MissingDependencyError
+from curata.io import read_dataset
 from curata.lsh import candidate_pairs
 from curata.signals import pipeline
 from curata.signals.embed import EmbedSettings
@@ -326,30 +327,68 @@ def test_text_audit_equals_local_and_survives_a_killed_worker(
     assert _findings(again) == wanted
 
 
+@pytest.mark.parametrize("verify_chars", [None, 1_200])
 def test_on_ray_the_driver_never_reads_the_parquet_content(
     cluster: dict[str, Any],
     text_data: Path,
     text_local: AuditResult,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    verify_chars: int | None,
 ) -> None:
+    from curata.checks import groups
     from curata.dataset import ParquetContent
 
-    def refuse(self: Any, batch_size: int) -> Any:
-        raise AssertionError("the driver streamed the content column")
+    def refuse(*_: Any) -> Any:
+        raise AssertionError("the driver read the content")
 
-    # Workers read the text themselves; the driver only fetches the few rows findings show.
+    # Workers read the text themselves, for the signals and for the near-duplicate verification
+    # (its candidates' texts shuffled to one task per partition: one; or several, with a budget of
+    # 1,200 characters); the driver only fetches the few rows findings show.
     monkeypatch.setattr(ParquetContent, "batches", refuse)
+    monkeypatch.setattr(groups, "_partition_jobs", refuse)
+    if verify_chars is not None:
+        monkeypatch.setattr(groups, "VERIFY_CHUNK_SHINGLES", verify_chars)
+    parts: list[int] = []
+    original = groups._partition_pairs
+
+    def count_parts(*args: Any) -> Any:
+        jobs = original(*args)
+        parts.append(len(jobs))
+        return jobs
+
+    monkeypatch.setattr(groups, "_partition_pairs", count_parts)
     result = _ray_audit(text_data, tmp_path / "o", cluster, tmp_path / "ws")
     assert _findings(result) == _findings(text_local)
     assert _statuses(result) == _statuses(text_local)
+    assert parts and all((p > 1) == (verify_chars is not None) for p in parts)
 
 
+@pytest.mark.parametrize("read", ["held", "staged", "staged-other-nodes"])
 def test_csv_content_held_by_the_driver_gives_the_same_findings(
-    cluster: dict[str, Any], text_data: Path, tmp_path: Path
+    cluster: dict[str, Any], text_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read: str
 ) -> None:
+    """CSV content held by the driver (small files), or streamed from Parquet copies (large ones):
+    read by the workers, or by the driver into the object store when other machines could not
+    read the copies."""
+    from curata.engine import ray_content
+    from curata.io import staging
+
     csv_path = tmp_path / "data.csv"
     pacsv.write_csv(pq.read_table(text_data), csv_path)
+    if read != "held":
+        monkeypatch.setattr(staging, "STAGE_MIN_BYTES", 0)
+        assert read_dataset(csv_path).content is not None
+    reads: list[bool] = []
+    workers_read = ray_content.workers_read
+
+    def spy(ray: Any, source: Any) -> bool:
+        reads.append(workers_read(ray, source))
+        return reads[-1]
+
+    monkeypatch.setattr(ray_content, "workers_read", spy)
+    if read == "staged-other-nodes":
+        monkeypatch.setattr(ray_content, "multi_node", lambda ray: True)
     checks = dict(settings=AuditSettings(signals=pipeline.SignalSettings(batch_size=40), checks=FAST_CHECKS))
     local = audit(csv_path, tmp_path / "local", workers=1, workspace=tmp_path / "ws1", **checks)
     on_ray = audit(
@@ -363,6 +402,7 @@ def test_csv_content_held_by_the_driver_gives_the_same_findings(
     assert on_ray.report["signals"]["computed"] == local.report["signals"]["computed"] > 0
     assert _findings(on_ray) == _findings(local) and len(_findings(local)) > 0
     assert _statuses(on_ray) == _statuses(local)
+    assert reads and all(r == (read == "staged") for r in reads)
 
 
 def _die_on(texts: Any, settings: Any, poison: str) -> Any:

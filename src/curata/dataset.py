@@ -74,6 +74,9 @@ class ParquetContent:
     column: str
     #: The pyarrow file system holding ``files`` (None: the local one).
     filesystem: Any = None
+    #: What keeps ``files`` when they are Parquet copies of text-format source files, made on this
+    #: machine (``curata.io.staging.Staged``); None when they are the source's own files.
+    staged: Any = field(default=None, compare=False, repr=False)
     #: Decoded row groups kept for repeated ``take`` calls, up to ``cache_bytes`` in all.
     cache_bytes: int = 256 << 20
     _cache: OrderedDict[int, pa.Array] = field(default_factory=OrderedDict, compare=False, repr=False)

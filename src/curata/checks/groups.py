@@ -13,7 +13,8 @@ import pyarrow as pa
 
 from curata.checks.base import Context
 from curata.dataset import SPLIT_ORDER, Dataset
-from curata.signals.pipeline import Signals
+from curata.engine.base import ContentEngine
+from curata.signals.pipeline import Signals, content_source
 
 if TYPE_CHECKING:
     from curata.engine import Engine
@@ -289,14 +290,27 @@ def verify_text_pairs(
         sims.append(jac[keep])
     n_parts = len(bounds) - 2
     if n_parts > 0:
-        jobs = _partition_jobs(dataset, rows, doc_part, local, order, bounds, n_parts)
-        results = engine.map_batches(
-            _verify_partition,
-            jobs,
-            args=(settings,),
-            description="verifying near duplicates",
-            total=n_parts,
-        )
+        results: Iterator[np.ndarray]
+        if isinstance(engine, ContentEngine):
+            # Its workers read the candidates' texts and shuffle them to their partitions' tasks.
+            results = engine.map_partitions(
+                content_source(dataset),
+                rows,
+                doc_part,
+                _partition_pairs(doc_part, local, order, bounds, n_parts),
+                _verify_texts,
+                args=(settings,),
+                description="verifying near duplicates",
+            )
+        else:
+            jobs = _partition_jobs(dataset, rows, doc_part, local, order, bounds, n_parts)
+            results = engine.map_batches(
+                _verify_partition,
+                jobs,
+                args=(settings,),
+                description="verifying near duplicates",
+                total=n_parts,
+            )
         for p, jac in enumerate(results):
             idx = order[bounds[p + 1] : bounds[p + 2]]
             keep = jac >= settings.min_jaccard
@@ -330,6 +344,23 @@ def _partition_jobs(
         yield texts, np.searchsorted(members, local[order[bounds[1] : bounds[2]]])
         return
     yield from _spilled_partitions(dataset, rows, doc_part, local, order, bounds, n_parts)
+
+
+def _partition_pairs(
+    doc_part: np.ndarray, local: np.ndarray, order: np.ndarray, bounds: np.ndarray, n_parts: int
+) -> list[np.ndarray]:
+    """Each partition's pairs as positions among its own members (its rows, ascending)."""
+    by_part = np.argsort(doc_part, kind="stable")
+    starts = np.searchsorted(doc_part[by_part], np.arange(n_parts + 1))
+    return [
+        np.searchsorted(by_part[starts[p] : starts[p + 1]], local[order[bounds[p + 1] : bounds[p + 2]]])
+        for p in range(n_parts)
+    ]
+
+
+def _verify_texts(texts: pa.Array, pairs: np.ndarray, settings: Any) -> np.ndarray:
+    """Exact Jaccard of one partition's pairs (``ContentEngine.map_partitions``' function)."""
+    return _partition_jaccard(texts, pairs, settings)
 
 
 #: Records read at a time by the spill pass of the verification (bigger writes per partition file).

@@ -8,7 +8,7 @@ which one ran: every engine returns the same arrays.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -77,7 +77,9 @@ class ContentSource:
     """Where workers that read the content themselves find it (see :class:`ContentEngine`).
 
     Either Parquet ``files`` (local paths, or paths in the pyarrow ``filesystem``) whose
-    ``column`` holds the content, or the content column's in-memory ``chunks``.
+    ``column`` holds the content, or the content column's in-memory ``chunks``. ``local_copy``:
+    the files are copies this machine made (staged CSV or JSON lines), which other machines of a
+    cluster cannot read.
     """
 
     modality: str
@@ -86,6 +88,7 @@ class ContentSource:
     files: tuple[str, ...] = ()
     filesystem: Any = None
     chunks: tuple[pa.Array, ...] = ()
+    local_copy: bool = False
 
 
 @runtime_checkable
@@ -106,4 +109,24 @@ class ContentEngine(Protocol):
         description: str,
     ) -> Iterator[pa.Table]:
         """Yield ``fn(table, *args)`` for the content's batches, in row order (blocks may merge)."""
+        ...
+
+    def map_partitions(
+        self,
+        source: ContentSource,
+        rows: np.ndarray,
+        part: np.ndarray,
+        jobs: Sequence[Any],
+        fn: Any,
+        *,
+        args: tuple[Any, ...],
+        description: str,
+    ) -> Iterator[Any]:
+        """Yield ``fn(values, jobs[p], *args)`` for every partition ``p``, in partition order.
+
+        ``values`` is the content of the rows ``rows[part == p]`` in row order (``rows`` ascending,
+        ``part`` one partition per row, -1 for rows left out): workers read the content and shuffle
+        each partition's records to the worker that runs ``fn`` on them, so neither the content
+        nor the partitions pass through this process; only fn's results do.
+        """
         ...

@@ -37,7 +37,7 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -354,6 +354,51 @@ class RayEngine:
             yield from ray_content.stream_blocks(blocks, source.num_rows, batch_size, description)
         except ray.exceptions.RayError as exc:
             raise self._lost(exc) from None
+
+    def map_partitions(
+        self,
+        source: ContentSource,
+        rows: np.ndarray,
+        part: np.ndarray,
+        jobs: Sequence[Any],
+        fn: Callable[..., Any],
+        *,
+        args: tuple[Any, ...],
+        description: str,
+    ) -> Iterator[Any]:
+        """``fn(values, jobs[p], *args)`` per partition, as a shuffle on the cluster.
+
+        A map task per piece of the content that holds some of ``rows`` (a Parquet row group, read
+        by the task) splits those records by partition, one return per partition; a task per
+        partition gathers its records from every map task and runs ``fn``. This process only
+        submits the tasks and receives fn's results, in partition order.
+        """
+        from curata.engine import ray_content
+
+        ray = self._ray
+        parts = len(jobs)
+        if parts == 0:
+            return
+        rows = np.asarray(rows, dtype=np.int64)
+        rows_ref, part_ref = ray.put(rows), ray.put(np.asarray(part, dtype=np.int32))
+        split = ray.remote(ray_content.split_piece).options(
+            num_cpus=1, num_returns=parts, max_retries=self.max_retries
+        )
+        mapped = [
+            split.remote(piece, block, first, rows_ref, part_ref, parts)
+            for first, piece, block in ray_content.content_pieces(ray, source, rows)
+        ]
+        outputs = [refs if parts > 1 else [refs] for refs in mapped]
+        reduce = ray.remote(ray_content.run_partition).options(num_cpus=1, max_retries=self.max_retries)
+        results = [reduce.remote(fn, jobs[p], args, *(out[p] for out in outputs)) for p in range(parts)]
+        with progress_bar(description, parts) as advance:
+            for ref in results:
+                try:
+                    value = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    raise self._lost(exc) from None
+                advance(1)
+                yield value
 
     def _lost(self, exc: BaseException) -> BaseException:
         """The function's own exception when it raised one, else a one-line EngineError."""

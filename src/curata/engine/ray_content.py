@@ -156,18 +156,46 @@ def content_dataset(ray: Any, source: ContentSource, read_cpus: float = 1) -> An
     waiting for a CPU that the actors hold would stall the run).
     """
     data: Any = importlib.import_module("ray.data")
-    if source.files:
+    if workers_read(ray, source):
         pieces = _pieces(source)
         return data.read_datasource(
             _parquet_datasource(source, pieces), override_num_blocks=max(1, len(pieces)), num_cpus=read_cpus
         )
-    refs = []
-    for chunk in source.chunks:
-        for start in range(0, len(chunk), BLOCK_ROWS):
-            refs.append(ray.put(pa.table({"content": chunk.slice(start, BLOCK_ROWS)})))
+    refs = [ray.put(pa.table({"content": values})) for _, values in driver_blocks(source)]
     if not refs:
         refs.append(ray.put(pa.table({"content": pa.array([], pa.string())})))
     return data.from_arrow_refs(refs)
+
+
+def multi_node(ray: Any) -> bool:
+    """Whether the cluster has more than one live node."""
+    return sum(1 for node in ray.nodes() if node.get("Alive")) > 1
+
+
+def workers_read(ray: Any, source: ContentSource) -> bool:
+    """Whether the workers read the source's files themselves (not when the files are copies on
+    this machine and the cluster has other machines)."""
+    return bool(source.files) and not (source.local_copy and multi_node(ray))
+
+
+def driver_blocks(source: ContentSource) -> Iterator[tuple[int, pa.Array]]:
+    """(first row, values) of the content in blocks of ``BLOCK_ROWS``, read by this process: the
+    chunks it holds, or its files one batch at a time."""
+    import pyarrow.parquet as pq
+
+    first = 0
+    if source.files:
+        for path in source.files:
+            reader = pq.ParquetFile(path, filesystem=source.filesystem, pre_buffer=False)
+            for batch in reader.iter_batches(batch_size=BLOCK_ROWS, columns=[source.column]):
+                yield first, batch.column(0)
+                first += batch.num_rows
+        return
+    for chunk in source.chunks:
+        for start in range(0, len(chunk), BLOCK_ROWS):
+            block = chunk.slice(start, BLOCK_ROWS)
+            yield first, block
+            first += len(block)
 
 
 def store_large(ray: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -297,3 +325,59 @@ def stream_blocks(
             done_rows += block.num_rows
             advance((done_rows // batch_size if done_rows < total_rows else total) - before)
             yield block
+
+
+def content_pieces(ray: Any, source: ContentSource, rows: np.ndarray) -> Iterator[tuple[int, Any, Any]]:
+    """(first row, Parquet piece or None, object-store block or None) of every piece of the content
+    that holds one of ``rows`` (ascending): a piece is a read task's (file, filesystem, column, row
+    group, start, stop), or a block of content held by this process, put in the object store."""
+    if workers_read(ray, source):
+        first = 0
+        for path, group, start, stop in _pieces(source):
+            end = first + stop - start
+            lo, hi = np.searchsorted(rows, [first, end])
+            if hi > lo:
+                yield first, (path, source.filesystem, source.column, group, start, stop), None
+            first = end
+        return
+    for first, block in driver_blocks(source):
+        lo, hi = np.searchsorted(rows, [first, first + len(block)])
+        if hi > lo:
+            yield first, None, ray.put(block)
+
+
+def split_piece(
+    piece: tuple[Any, ...] | None,
+    block: pa.Array | None,
+    first: int,
+    rows: np.ndarray,
+    part: np.ndarray,
+    parts: int,
+) -> Any:
+    """Map task: the piece's records among ``rows``, split by ``part``: a table (``pos``: position
+    in ``rows``, ``content``) per partition, each in row order (one table when ``parts`` is 1)."""
+    if block is None:
+        assert piece is not None
+        values: pa.Array = pa.concat_arrays(
+            [c for t in read_piece(*piece) for c in t.column("content").chunks]
+        )
+    else:
+        values = block
+    lo, hi = (int(i) for i in np.searchsorted(rows, [first, first + len(values)]))
+    pos = np.arange(lo, hi, dtype=np.int64)
+    where = np.asarray(part[lo:hi], dtype=np.int64)
+    taken = values.take(pa.array(rows[lo:hi] - first))
+    order = np.argsort(where, kind="stable")
+    bounds = np.searchsorted(where[order], np.arange(parts + 1))
+    out = []
+    for p in range(parts):
+        idx = pa.array(order[bounds[p] : bounds[p + 1]])
+        out.append(pa.table({"pos": pos.take(idx), "content": taken.take(idx)}))
+    return out if parts > 1 else out[0]
+
+
+def run_partition(fn: Callable[..., Any], job: Any, args: tuple[Any, ...], *tables: pa.Table) -> Any:
+    """Reduce task: ``fn(values, job, *args)`` on one partition's records (the map tasks' tables
+    for it, which arrive in row order)."""
+    table = pa.concat_tables(tables, promote_options="permissive")
+    return fn(table.column("content").combine_chunks(), job, *args)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,6 +17,7 @@ from curata.io.hf import is_hf_dataset, is_hf_dataset_dict, read_hf_dataset, rea
 from curata.io.images import read_image_folder, walk_files
 from curata.io.remote import is_remote, read_remote
 from curata.io.roles import Loaded, assemble, has_image_extension
+from curata.io.staging import stage_tables
 from curata.io.tabular import (
     BAD_RECORD_COLUMN,
     SUPPORTED_HINT,
@@ -60,7 +63,23 @@ def read_dataset(
     if is_remote(path):
         return read_remote(str(path), overrides)
     streamed = _streamable_content(data, overrides)
-    loaded = _load(data, id_column, None if streamed is None else streamed[1].column)
+    staged = None
+    if streamed is None:
+        # Large CSV/TSV or JSON lines: stream the content from Parquet copies (see io.staging).
+        staged = stage_tables(data, id_column)
+        if staged is not None:
+            streamed = streamable_content(list(staged.files.values()), overrides, str(data), data)
+            if streamed is None:
+                staged.cleanup()
+                staged = None
+            else:
+                streamed = (streamed[0], dataclasses.replace(streamed[1], staged=staged))
+    loaded = _load(
+        data,
+        id_column,
+        None if streamed is None else streamed[1].column,
+        staged=None if staged is None else staged.files,
+    )
     loaded.streamed = streamed
     bad: list[dict[str, object]] = []
     if BAD_RECORD_COLUMN in loaded.table.column_names:
@@ -148,23 +167,33 @@ def streamable_content(
     return role, ParquetContent(tuple(files), column, filesystem=filesystem)
 
 
-def _load(data: Path, id_column: str | None, skip_column: str | None = None) -> Loaded:
+def _load(
+    data: Path,
+    id_column: str | None,
+    skip_column: str | None = None,
+    staged: Mapping[Path, Path] | None = None,
+) -> Loaded:
     if not data.exists():
         raise InputError(f"{data}: no such file or folder; check the path")
     if data.is_file():
         if has_image_extension(data.name):
             raise InputError(f"{data}: is a single image; point curata at the folder that holds the images")
-        return read_table_path(data, id_column=id_column, skip_column=skip_column)
+        return read_table_path(data, id_column=id_column, skip_column=skip_column, staged=staged)
     if not data.is_dir():
         raise InputError(f"{data}: is neither a regular file nor a folder")
     if is_hf_dataset_dict(data):
         return read_hf_dataset_dict(data)
     if is_hf_dataset(data):
         return read_hf_dataset(data)
-    return _load_folder(data, id_column, skip_column)
+    return _load_folder(data, id_column, skip_column, staged)
 
 
-def _load_folder(folder: Path, id_column: str | None, skip_column: str | None = None) -> Loaded:
+def _load_folder(
+    folder: Path,
+    id_column: str | None,
+    skip_column: str | None = None,
+    staged: Mapping[Path, Path] | None = None,
+) -> Loaded:
     """Read a plain folder as images or as tables, whichever kind of file it mostly holds."""
     files = walk_files(folder)
     if not files:
@@ -180,5 +209,5 @@ def _load_folder(folder: Path, id_column: str | None, skip_column: str | None = 
     if len(images) > len(tables):
         return read_image_folder(folder, files)
     return read_table_folder(
-        folder, tables, len(files) - len(tables), id_column=id_column, skip_column=skip_column
+        folder, tables, len(files) - len(tables), id_column=id_column, skip_column=skip_column, staged=staged
     )

@@ -7,7 +7,7 @@ import csv
 import io
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +60,23 @@ def table_format(path: Path) -> str | None:
 
 
 def read_table_file(
-    path: Path, fmt: str, *, id_column: str | None = None, skip_column: str | None = None
+    path: Path,
+    fmt: str,
+    *,
+    id_column: str | None = None,
+    skip_column: str | None = None,
+    staged: Mapping[Path, Path] | None = None,
 ) -> pa.Table:
     """Read one file of format ``fmt``; any failure becomes an InputError naming the file.
 
-    ``skip_column`` (Parquet only) is left unread: a content column streamed later by row groups.
+    ``skip_column`` is left unread: a content column streamed later by row groups, from the file
+    itself (Parquet) or from its Parquet copy in ``staged`` (CSV/TSV, JSON lines: see
+    ``curata.io.staging``).
     """
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty; remove it or point curata at a file with records")
+    if staged is not None and path in staged:
+        return _read_parquet(staged[path], skip_column)
     if fmt == "parquet":
         return _read_parquet(path, skip_column)
     if fmt in ("csv", "tsv"):
@@ -98,14 +107,21 @@ def _read_parquet(path: Path, skip_column: str | None = None) -> pa.Table:
 # --- CSV -----------------------------------------------------------------------------------------
 
 
-def _read_csv(path: Path, delimiter: str, id_column: str | None) -> pa.Table:
+def csv_options(
+    path: Path, delimiter: str, id_column: str | None
+) -> tuple[pacsv.ParseOptions, pacsv.ConvertOptions]:
+    """How curata parses and converts a CSV/TSV file (pyarrow errors propagate)."""
     # Text datasets often hold multi-line quoted values; without this they split into bad rows.
     parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
+    header = pacsv.open_csv(path, parse_options=parse).schema.names
+    # Ids like "007" must not turn into the integer 7, so id-like columns stay strings.
+    id_like = {c for c in header if c.lower() in ID_NAMES or c == id_column}
+    return parse, pacsv.ConvertOptions(column_types={c: pa.string() for c in id_like})
+
+
+def _read_csv(path: Path, delimiter: str, id_column: str | None) -> pa.Table:
     try:
-        header = pacsv.open_csv(path, parse_options=parse).schema.names
-        # Ids like "007" must not turn into the integer 7, so id-like columns stay strings.
-        id_like = {c for c in header if c.lower() in ID_NAMES or c == id_column}
-        convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in id_like})
+        parse, convert = csv_options(path, delimiter, id_column)
         return pacsv.read_csv(path, parse_options=parse, convert_options=convert)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _csv_error(path, delimiter, exc) from None
@@ -383,6 +399,11 @@ def concat_unified(tables: list[pa.Table], names: list[str], folder: Path) -> pa
     """
     if len(tables) == 1:
         return tables[0]
+    if all(t.num_columns == 0 for t in tables):
+        # Every column is streamed from the files (a text-only dataset): only the row count is
+        # left, which Arrow's concatenation of column-less tables would lose.
+        rows = sum(t.num_rows for t in tables)
+        return pa.table({"_": pa.nulls(rows)}).drop_columns(["_"])
     try:
         return pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowException, TypeError, ValueError):
@@ -414,13 +435,20 @@ def concat_unified(tables: list[pa.Table], names: list[str], folder: Path) -> pa
         raise InputError(f"{folder}: the files' columns cannot be combined ({brief(exc)})") from None
 
 
-def read_table_path(path: Path, *, id_column: str | None = None, skip_column: str | None = None) -> Loaded:
-    """Read a single Parquet/CSV/TSV/JSON-lines file (``skip_column``: see ``read_table_file``)."""
+def read_table_path(
+    path: Path,
+    *,
+    id_column: str | None = None,
+    skip_column: str | None = None,
+    staged: Mapping[Path, Path] | None = None,
+) -> Loaded:
+    """Read a single Parquet/CSV/TSV/JSON-lines file (``skip_column``, ``staged``: see
+    ``read_table_file``)."""
     fmt = table_format(path)
     if fmt is None:
         suffix = "".join(path.suffixes[-2:]) or "(none)"
         raise InputError(f"{path}: unsupported file type {suffix}; {SUPPORTED_HINT}")
-    table = read_table_file(path, fmt, id_column=id_column, skip_column=skip_column)
+    table = read_table_file(path, fmt, id_column=id_column, skip_column=skip_column, staged=staged)
     return Loaded(table=table, format=fmt, kind="tabular", root=path.parent, files=[path.name])
 
 
@@ -431,6 +459,7 @@ def read_table_folder(
     *,
     id_column: str | None = None,
     skip_column: str | None = None,
+    staged: Mapping[Path, Path] | None = None,
 ) -> Loaded:
     """Read the table files ``files`` (relative to ``folder``, sorted) and concatenate them."""
     formats: dict[str, list[str]] = {}
@@ -456,7 +485,7 @@ def read_table_folder(
             # An empty shard adds no records; skipping it beats refusing the whole folder.
             empty.append(rel)
             continue
-        tables.append(read_table_file(path, fmt, id_column=id_column, skip_column=skip_column))
+        tables.append(read_table_file(path, fmt, id_column=id_column, skip_column=skip_column, staged=staged))
         used.append(rel)
     if not tables:
         raise InputError(f"{folder}: every {fmt} file is empty; nothing to audit")

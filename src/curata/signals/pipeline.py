@@ -393,7 +393,14 @@ def content_source(dataset: Dataset) -> ContentSource:
     streamed = dataset.streamed_content(modality)
     if streamed is not None:
         files = tuple(str(f) for f in streamed.files)
-        return ContentSource(modality, name, dataset.num_rows, files, filesystem=streamed.filesystem)
+        return ContentSource(
+            modality,
+            name,
+            dataset.num_rows,
+            files,
+            filesystem=streamed.filesystem,
+            local_copy=streamed.staged is not None,
+        )
     return ContentSource(modality, name, dataset.num_rows, chunks=tuple(dataset.table.column(name).chunks))
 
 
