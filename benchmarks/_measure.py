@@ -66,22 +66,29 @@ class Measure:
     peak_rss_mib: float
     returncode: int
     peak_max_rss_mib: float = 0.0
+    #: RSS of the command's own process (the driver, under Ray: workers are other processes).
+    peak_main_rss_mib: float = 0.0
 
 
 def run_measured(cmd: Sequence[str], env: dict[str, str] | None = None, poll_s: float = 0.05) -> Measure:
     """Run ``cmd`` and return its wall time and the peak memory of its process tree."""
     start = time.perf_counter()
     proc = subprocess.Popen(list(cmd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak_rss = peak_pss = peak_one = 0
+    peak_rss = peak_pss = peak_one = peak_main = 0
+    page = os.sysconf("SC_PAGE_SIZE")
     while proc.poll() is None:
         rss, pss, one = _tree_memory_bytes(proc.pid)
         peak_rss, peak_pss, peak_one = max(peak_rss, rss), max(peak_pss, pss), max(peak_one, one)
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            peak_main = max(peak_main, int(Path(f"/proc/{proc.pid}/statm").read_text().split()[1]) * page)
         time.sleep(poll_s)
     wall = time.perf_counter() - start
     if proc.returncode not in (0, 1):
         err = proc.stderr.read().decode() if proc.stderr else ""
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-2000:]}")
-    return Measure(wall, peak_pss / 2**20, peak_rss / 2**20, proc.returncode, peak_one / 2**20)
+    return Measure(
+        wall, peak_pss / 2**20, peak_rss / 2**20, proc.returncode, peak_one / 2**20, peak_main / 2**20
+    )
 
 
 def median_runs(cmd: Sequence[str], runs: int, env: dict[str, str] | None = None) -> Measure:

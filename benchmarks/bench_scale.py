@@ -13,8 +13,10 @@ by size and seed.
 
 Measured: ``curata audit DATA --checks exact_duplicate,near_duplicate`` as a subprocess per size
 (fresh workspace: a cold audit), wall time and peak PSS / RSS of the process tree (sampled every
-50 ms), with ``--engine local`` and, with ``--with-ray`` when the Ray engine exists, ``--engine
-ray``. Prints a table and time(largest)/time(smallest); writes ``benchmarks/results/scale.json``.
+200 ms): the PSS sum, the RSS sum, the largest RSS of one process (``max RSS``: under Ray often a
+worker, whose RSS counts the object-store pages it maps) and the RSS of the audit's own process
+(``driver``), with ``--engine local`` and, with ``--with-ray`` when the Ray engine exists,
+``--engine ray``. Prints a table and time(largest)/time(smallest); writes ``benchmarks/results/scale.json``.
 
     python benchmarks/bench_scale.py [--sizes 1M 3M 10M] [--runs 1] [--with-ray] [--quick]
 """
@@ -245,6 +247,7 @@ def audit_once(data: Path, work: Path, engine: str, workers: int) -> dict[str, A
         "peak_pss_mib": round(m.peak_pss_mib),
         "peak_rss_sum_mib": round(m.peak_rss_mib),
         "peak_process_rss_mib": round(m.peak_max_rss_mib),
+        "peak_driver_rss_mib": round(m.peak_main_rss_mib),
         "load_before": load_before,
         "load_after": loadavg(),
         "timings": report["timings"],
@@ -289,6 +292,7 @@ def main() -> None:
     }
     header = (
         f"{'docs':>11} {'engine':>6} {'wall s':>8} {'peak PSS MiB':>12} {'RSS sum MiB':>11} {'max RSS':>7} "
+        f"{'driver':>7} "
         f"{'signals s':>9} {'checks s':>8} {'exact':>9} {'near':>9}  load before/after"
     )
     print(header, flush=True)
@@ -306,6 +310,7 @@ def main() -> None:
                 "peak_pss_mib": max(d["peak_pss_mib"] for d in done),
                 "peak_rss_sum_mib": max(d["peak_rss_sum_mib"] for d in done),
                 "peak_process_rss_mib": max(d["peak_process_rss_mib"] for d in done),
+                "peak_driver_rss_mib": max(d["peak_driver_rss_mib"] for d in done),
                 "timings": best["timings"],
                 "findings": best["findings"],
                 "check_seconds": best["check_seconds"],
@@ -318,6 +323,7 @@ def main() -> None:
             print(
                 f"{n:>11,} {engine:>6} {row['wall_s']:>8.1f} {row['peak_pss_mib']:>12,} "
                 f"{row['peak_rss_sum_mib']:>11,} {row['peak_process_rss_mib']:>7,} "
+                f"{row['peak_driver_rss_mib']:>7,} "
                 f"{t['signals_s']:>9.1f} {t['checks_s']:>8.1f} "
                 f"{row['findings']['exact_duplicate']:>9,} {row['findings']['near_duplicate']:>9,}  "
                 f"{done[0]['load_before']} / {done[-1]['load_after']}",

@@ -9,6 +9,11 @@ paths give identical results (the tests force the DuckDB path with tiny threshol
 Settings travel in a context variable rather than through every signature, so the engine protocol
 (``bucket_pairs(band_keys, max_bucket)``) stays the same for every engine; the audit sets the
 temporary directory inside its workspace.
+
+Signal columns and large findings tables live in uncompressed Arrow files read memory-mapped
+(:func:`map_arrow_file`): a pass over them brings in the pages it reads, and :func:`release` /
+:func:`release_mapped` hand those pages back, so what the process holds does not grow with the
+data.
 """
 
 from __future__ import annotations

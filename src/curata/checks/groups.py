@@ -251,9 +251,11 @@ def verify_text_pairs(
     the work runs through the engine (the local engine's process pool).  When the candidates'
     texts exceed one partition they are first copied, in one sequential pass over the data, into
     one spill file per partition: reading them back by row would touch every row group of the data
-    for every chunk of pairs when duplicates lie far apart, a cost quadratic in the data size.  A
-    component larger than a partition (rare: thousands of near copies chained together) is
-    verified on its own in chunks of pairs.
+    for every chunk of pairs when duplicates lie far apart, a cost quadratic in the data size.  An
+    engine whose workers read the content (:class:`ContentEngine`, Ray) does both as one shuffle
+    instead (``map_partitions``): this process never reads the texts.  A component larger than a
+    partition (rare: thousands of near copies chained together) is verified on its own in chunks
+    of pairs, its texts fetched here.
     """
     from curata.lsh import connected_labels
 

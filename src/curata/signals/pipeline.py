@@ -209,7 +209,9 @@ def map_records(
     its version and every setting that changes its output): only content the cache lacks is
     computed, and the result is aligned with the dataset's rows. An engine that reads content
     itself (:class:`ContentEngine`, e.g. Ray) has its workers read, hash and look records up;
-    otherwise this process reads the content and ships only the misses.
+    otherwise this process reads the content and ships only the misses. Results go to disk as they
+    arrive (the cache's parts, or a spill file without a cache) and the returned table is read
+    from there memory-mapped, so memory does not grow with the data.
     """
     modality = dataset.modality
     cached = cache.load(fingerprint) if cache is not None else None
