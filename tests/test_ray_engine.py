@@ -236,6 +236,23 @@ def test_connected_components_equal_clusters_from_pairs(cluster: dict[str, Any])
 # -- whole audits: same findings from both engines --------------------------------------------------
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_nearest_neighbours_by_shards_equal_local(
+    cluster: dict[str, Any], monkeypatch: pytest.MonkeyPatch, metric: str
+) -> None:
+    """An index shard per worker, query blocks searched in every shard and merged: the local
+    engine's neighbours, ties (planted exact duplicates) included."""
+    from curata.engine import ray as ray_module
+    from test_knn import _vectors
+
+    monkeypatch.setattr(ray_module, "KNN_QUERY_ROWS", 37)  # several query blocks
+    x = _vectors(metric)  # type: ignore[arg-type]
+    got = cluster["engine"].nearest_neighbours(x, 6, metric)
+    want = LocalEngine(workers=1).nearest_neighbours(x, 6, metric)  # type: ignore[arg-type]
+    assert np.array_equal(got.index, want.index) and got.exact == want.exact
+    assert np.allclose(got.distance, want.distance, atol=1e-5)
+
+
 def _findings(result: AuditResult) -> set[tuple[Any, ...]]:
     rows = result.findings.select(["check", "record_id", "related_id", "group_id", "severity", "score"])
     return {(*r[:5], round(r[5], 6)) for r in (tuple(d.values()) for d in rows.to_pylist())}

@@ -7,7 +7,7 @@ but not perfect. Each row's own entry is removed from its neighbour list.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -32,15 +32,20 @@ class Neighbours:
 
 
 def _faiss_index(dim: int, n: int, metric: Metric) -> tuple[object, bool]:
+    exact = n <= EXACT_MAX_ROWS
+    return _new_index(dim, exact, metric), exact
+
+
+def _new_index(dim: int, exact: bool, metric: Metric) -> Any:
     import faiss
 
+    if exact:
+        return faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
     kind = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
-    if n <= EXACT_MAX_ROWS:
-        return (faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)), True
     index = faiss.IndexHNSWFlat(dim, 32, kind)
     index.hnsw.efConstruction = 80
     index.hnsw.efSearch = 128
-    return index, False
+    return index
 
 
 def _distances(raw: np.ndarray, metric: Metric) -> np.ndarray:
@@ -60,8 +65,55 @@ def nearest_neighbours(vectors: np.ndarray, k: int, metric: Metric = "cosine") -
     index, exact = _faiss_index(x.shape[1], n, metric)
     index.add(x)  # type: ignore[attr-defined]
     want = min(k + 1, n)
-    raw, idx = index.search(x, want)  # type: ignore[attr-defined]
-    return _drop_self(_distances(raw, metric), idx, k, exact)
+    raw, idx = index.search(x, min(want + TIE_MARGIN, n))  # type: ignore[attr-defined]
+    dist, idx = ordered(_distances(raw, metric), idx)
+    return drop_self(dist[:, :want], idx[:, :want], k, exact)
+
+
+#: Distances closer than this count as ties, which are ordered by row (see :func:`ordered`).
+TIE_DECIMALS = 6
+#: Neighbours searched beyond the ``k + 1`` kept: which of several rows tied at the last place
+#: faiss returns depends on how it scans, so a few more are fetched and the lowest rows kept.
+TIE_MARGIN = 8
+
+
+def ordered(dist: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's neighbours by (distance, row), missing ones (-1) last.
+
+    faiss lists rows at equal distances in no fixed order (and keeps any of them at the last
+    place); distances equal to ``TIE_DECIMALS`` decimals are ties (one distance computed over a
+    shard of the rows may differ from the same one over all rows in its last bit). Searching
+    ``TIE_MARGIN`` more than needed and ordering by (distance, row) makes every engine keep the
+    same rows in the same order (unless more than ``TIE_MARGIN`` rows tie at the last place).
+    """
+    key = np.where(idx >= 0, np.round(dist.astype(np.float64), TIE_DECIMALS), np.inf)
+    order = np.lexsort((np.where(idx >= 0, idx, np.iinfo(np.int64).max), key), axis=-1)
+    return np.take_along_axis(dist, order, axis=-1), np.take_along_axis(idx, order, axis=-1)
+
+
+def merge_candidates(parts: list[tuple[np.ndarray, np.ndarray]], want: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``want`` nearest of each row among the (distance, row) candidates of several shards."""
+    dist, idx = ordered(
+        np.concatenate([d for d, _ in parts], axis=1), np.concatenate([i for _, i in parts], axis=1)
+    )
+    return dist[:, :want], idx[:, :want]
+
+
+class ShardIndex:
+    """One shard of the rows in its own faiss index (a worker of a distributed search: the index is
+    built once, then searched for every block of queries)."""
+
+    def __init__(self, rows: np.ndarray, offset: int, metric: Metric, exact: bool) -> None:
+        self._index = _new_index(rows.shape[1], exact, metric)
+        self._index.add(np.ascontiguousarray(rows, dtype=np.float32))
+        self._rows = len(rows)
+        self._offset = offset
+        self._metric: Metric = metric
+
+    def search(self, queries: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``want`` nearest rows of the shard to each query: (distances, rows of all data)."""
+        raw, idx = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), min(want, self._rows))
+        return _distances(raw, self._metric), np.where(idx >= 0, idx + self._offset, -1).astype(np.int64)
 
 
 def cross_neighbours(queries: np.ndarray, base: np.ndarray, k: int, metric: Metric = "cosine") -> Neighbours:
@@ -76,7 +128,7 @@ def cross_neighbours(queries: np.ndarray, base: np.ndarray, k: int, metric: Metr
     return Neighbours(np.asarray(idx, np.int64), _distances(raw, metric), exact)
 
 
-def _drop_self(dist: np.ndarray, idx: np.ndarray, k: int, exact: bool) -> Neighbours:
+def drop_self(dist: np.ndarray, idx: np.ndarray, k: int, exact: bool) -> Neighbours:
     """Remove each row's own entry (or the last one when ties pushed it out) and keep ``k``."""
     n = idx.shape[0]
     rows = np.arange(n)[:, None]

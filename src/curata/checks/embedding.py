@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from curata.checks.base import Check, Context, FindingsBuilder, register
+from curata.checks.groups import context_engine
 from curata.dataset import Dataset
 from curata.errors import ConfigError, InputError
 from curata.knn import Metric, Neighbours, cross_neighbours, nearest_neighbours
@@ -123,7 +124,7 @@ def shared_neighbours(context: Context) -> Neighbours:
         emb = shared_embeddings(context)
         rows = np.flatnonzero(emb.ok)
         k = min(model_settings(context).outlier_k, max(1, len(rows) - 1))
-        found = nearest_neighbours(emb.vectors[rows], k, emb.metric)
+        found = context_engine(context).nearest_neighbours(emb.vectors[rows], k, emb.metric)
         index = np.where(found.index >= 0, rows[np.maximum(found.index, 0)], -1)
         full_idx = np.full((len(emb.ok), index.shape[1]), -1, dtype=np.int64)
         full_dist = np.zeros((len(emb.ok), index.shape[1]), dtype=np.float32)

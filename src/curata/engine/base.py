@@ -15,6 +15,8 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 import pyarrow as pa
 
+from curata.knn import Metric, Neighbours
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -69,6 +71,11 @@ class Engine(Protocol):
         is its own representative. ``rank`` is a permutation of ``0..n-1``. Equals
         :func:`curata.engine.grouping.group_representatives`.
         """
+        ...
+
+    def nearest_neighbours(self, vectors: np.ndarray, k: int, metric: Metric = "cosine") -> Neighbours:
+        """The ``k`` nearest other rows of every row of ``vectors``, as
+        :func:`curata.knn.nearest_neighbours` (neighbours ordered by distance, then row)."""
         ...
 
 

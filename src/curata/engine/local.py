@@ -20,6 +20,8 @@ from curata.progress import progress_bar
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from curata.knn import Metric, Neighbours
+
 R = TypeVar("R")
 
 
@@ -85,6 +87,12 @@ class LocalEngine:
         from curata.lsh import connected_labels
 
         return connected_labels(n, pairs)
+
+    def nearest_neighbours(self, vectors: np.ndarray, k: int, metric: Metric = "cosine") -> Neighbours:
+        """:func:`curata.knn.nearest_neighbours`, in this process (faiss uses its threads)."""
+        from curata.knn import nearest_neighbours
+
+        return nearest_neighbours(vectors, k, metric)
 
     def group_representatives(self, keys: pa.ChunkedArray, valid: np.ndarray, rank: np.ndarray) -> np.ndarray:
         """Exact groups as :func:`curata.engine.grouping.group_representatives`, in this process."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -239,9 +240,16 @@ def map_records(
 
     hit_rows: list[np.ndarray] = []
     hit_index: list[np.ndarray] = []
-    all_hashes: list[np.ndarray] = []
     computed_parts: list[pa.Table] = []
-    computed_rows: list[np.ndarray] = []
+    n_rows = dataset.num_rows
+    # One content hash per row, in a file-backed array (16 bytes a row are not kept in memory), and
+    # which rows were computed now (a byte a row); cache hits are listed.
+    content_hashes = (
+        outofcore.spill_array((n_rows,), f"S{HASH_BYTES}", _spill_settings(cache))
+        if n_rows
+        else np.empty(0, f"S{HASH_BYTES}")
+    )
+    computed_mask = np.zeros(n_rows, dtype=bool)
     fresh: list[pa.Table] = []
     fresh_rows = 0
     offset = 0
@@ -260,16 +268,19 @@ def map_records(
 
     try:
         for hashes, at, result in stream:
-            rows = np.arange(offset, offset + len(hashes), dtype=np.int64)
-            offset += len(hashes)
-            all_hashes.append(hashes)
+            lo, hi = offset, offset + len(hashes)
+            offset = hi
+            if hi > n_rows:
+                continue  # more records than the data held when read: reported below
+            content_hashes[lo:hi] = hashes
+            outofcore.release_rows(content_hashes, lo, hi)
             found = at >= 0
             if found.any():
-                hit_rows.append(rows[found])
+                hit_rows.append(np.flatnonzero(found) + lo)
                 hit_index.append(cached_order[at[found]])
             if result is None:
                 continue
-            computed_rows.append(rows[~found])
+            computed_mask[lo:hi] = ~found
             fresh.append(result.append_column("content_hash", hash_column(hashes[~found])))
             fresh_rows += result.num_rows
             if fresh_rows >= COMPACT_ROWS:
@@ -280,7 +291,6 @@ def map_records(
         if fresh:
             computed_parts.append(keep(fresh))
         del fresh
-    n_rows = dataset.num_rows
     if offset != n_rows:
         raise InputError(
             f"{dataset.source}: {offset} records were read for {description or 'signals'} but the data "
@@ -289,7 +299,6 @@ def map_records(
     computed = pa.concat_tables(computed_parts) if computed_parts else None
     del computed_parts
     n_computed = 0 if computed is None else computed.num_rows
-    content_hashes = np.concatenate(all_hashes) if all_hashes else np.empty(0, f"S{HASH_BYTES}")
     if computed is not None and n_computed == n_rows:
         # Nothing came from the cache: the computed rows are already in row order, no gather needed.
         return Signals(computed.drop_columns(["content_hash"]), modality, n_computed, 0, content_hashes)
@@ -297,7 +306,7 @@ def map_records(
     position = np.full(n_rows, -1, dtype=np.int64)
     sources: list[pa.Table] = []
     if computed is not None and n_computed:
-        position[np.concatenate(computed_rows)] = np.arange(n_computed)
+        position[np.flatnonzero(computed_mask)] = np.arange(n_computed)
         sources.append(computed.drop_columns(["content_hash"]))
     n_cached = 0
     if cached is not None and hit_rows:
@@ -314,6 +323,14 @@ def map_records(
     combined = pa.concat_tables([t.select(columns) for t in sources])
     table = outofcore.spill_table(_gathered(combined, position), combined.schema, spill_folder)
     return Signals(table, modality, n_computed, n_cached, content_hashes)
+
+
+def _spill_settings(cache: SignalCache | None) -> outofcore.OutOfCoreSettings:
+    """The out-of-core settings, with spill files in the cache's folder when there is a cache."""
+    settings = outofcore.current()
+    if cache is None:
+        return settings
+    return dataclasses.replace(settings, temp_directory=cache.temp_folder())
 
 
 def _gathered(table: pa.Table, position: np.ndarray) -> Iterator[pa.Table]:
