@@ -87,6 +87,15 @@ class _NoStore:
         return [{"Alive": True}]
 
 
+def _write(path: Path, table: pa.Table, row_group_size: int) -> Path:
+    """``table`` as Parquet in row groups of ``row_group_size`` rows, or as CSV, by ``path``'s suffix."""
+    if path.suffix == ".parquet":
+        pq.write_table(table, path, row_group_size=row_group_size)
+    else:
+        pacsv.write_csv(table, path)
+    return path
+
+
 def _rows(n: int, seed: int) -> list[dict[str, object]]:
     rng = random.Random(seed)
     texts = [random_text(rng, 30) for _ in range(n)]
@@ -99,13 +108,7 @@ def _rows(n: int, seed: int) -> list[dict[str, object]]:
 def test_engine_read_signals_equal_local_with_and_without_cache_hits(tmp_path: Path, fmt: str) -> None:
     settings = SignalSettings(batch_size=16)
     rows = _rows(90, seed=3)
-    path = tmp_path / f"data.{fmt}"
-    table = pa.Table.from_pylist(rows)
-    if fmt == "parquet":
-        pq.write_table(table, path, row_group_size=25)
-    else:
-        pacsv.write_csv(table, path)
-    dataset = read_dataset(path)
+    dataset = read_dataset(_write(tmp_path / f"data.{fmt}", pa.Table.from_pylist(rows), 25))
     engine = ReadingEngine()
     assert isinstance(engine, ContentEngine) and not isinstance(LocalEngine(1), ContentEngine)
 
@@ -194,13 +197,8 @@ def test_verification_by_the_engine_reading_texts_equals_local(
     rows = np.unique(cand)
     local = np.searchsorted(rows, cand)
     n_chars = np.array([len(normalize_text(texts[r] or "")) for r in rows], dtype=np.int64)
-    path = tmp_path / f"data.{fmt}"
     table = pa.table({"id": [f"r{i}" for i in range(len(texts))], "text": texts})
-    if fmt == "parquet":
-        pq.write_table(table, path, row_group_size=9)
-    else:
-        pacsv.write_csv(table, path)
-    dataset = read_dataset(path)
+    dataset = read_dataset(_write(tmp_path / f"data.{fmt}", table, 9))
     settings = MinHashSettings()
 
     want_pairs, want_sims = groups.verify_text_pairs(dataset, rows, local, n_chars, settings, LocalEngine(1))

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from curata.io.images import walk_files
 from curata.io.roles import has_image_extension
-from curata.io.tabular import csv_options, table_format
+from curata.io.tabular import csv_options, is_json_array, table_format
 
 __all__ = ["STAGE_MIN_BYTES", "Staged", "stage_tables"]
 
@@ -102,8 +102,8 @@ def _stage_one(path: Path, fmt: str, target: Path, id_column: str | None) -> boo
             convert_options=convert,
         )
     else:
-        if path.name.lower().endswith(".json") and _starts_with_bracket(path):
-            return False  # a JSON array, not JSON lines
+        if is_json_array(path):
+            return False
         reader = pajson.open_json(path, read_options=pajson.ReadOptions(block_size=_BLOCK_BYTES))
     with pq.ParquetWriter(target, reader.schema) as writer:
         for batch in reader:
@@ -111,9 +111,3 @@ def _stage_one(path: Path, fmt: str, target: Path, id_column: str | None) -> boo
                 batch.validate(full=True)  # pyarrow's JSON reader does not check UTF-8
             writer.write_batch(batch, row_group_size=STAGE_ROW_GROUP_ROWS)
     return True
-
-
-def _starts_with_bracket(path: Path) -> bool:
-    with pa.input_stream(str(path), compression="detect") as raw:
-        head: bytes = raw.read(4096)
-    return head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")[:1] == "["

@@ -191,6 +191,11 @@ def _physical_line(path: Path, delimiter: str, record: int | None) -> int | None
 # --- JSON lines ----------------------------------------------------------------------------------
 
 
+def is_json_array(path: Path) -> bool:
+    """Whether ``path`` is a ``.json`` file holding one JSON array (not JSON lines)."""
+    return path.name.lower().endswith(".json") and _first_char(path) == "["
+
+
 def _first_char(path: Path) -> str:
     with pa.input_stream(str(path), compression="detect") as raw:
         head: bytes = raw.read(4096)
@@ -206,7 +211,7 @@ TYPE_ERROR_COLUMN = "__curata_type_error__"
 
 def _read_jsonl(path: Path) -> pa.Table:
     try:
-        if path.name.lower().endswith(".json") and _first_char(path) == "[":
+        if is_json_array(path):
             return _read_json_array(path)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: cannot read ({brief(exc)})") from None
