@@ -31,9 +31,10 @@ from conftest import edit_words, random_text
 class ReadingEngine(LocalEngine):
     """Reads the content itself, a ``batch_size`` slice at a time, and records what it read."""
 
-    def __init__(self) -> None:
+    def __init__(self, tasks: int = 2) -> None:
         super().__init__(workers=1)
         self.read: list[str] = []
+        self.tasks = tasks  # map tasks and reduce tasks (bundles of partitions) of map_partitions
 
     def map_content(
         self, source: ContentSource, fn: Any, *, args: tuple[Any, ...], batch_size: int, description: str
@@ -66,13 +67,21 @@ class ReadingEngine(LocalEngine):
         """The Ray engine's map and reduce tasks, run here in turn (the object store: none)."""
         self.read.append("partitions")
         parts = self.parts = len(jobs)
-        pieces = ray_content.content_pieces(_NoStore, source, rows)
+        bundle_of = ray_content.bundle_partitions(part, parts, self.tasks)
+        bundles = int(bundle_of.max()) + 1
+        pieces = list(ray_content.content_pieces(_NoStore, source, rows))
         mapped = [
-            ray_content.split_piece(piece, block, first, rows, part, parts) for first, piece, block in pieces
+            ray_content.split_pieces(
+                [(first, piece) for first, piece, _ in run],
+                *(rows, part, bundle_of, bundles),
+                *(block for _, piece, block in run if piece is None),
+            )
+            for run in ray_content.group_pieces(pieces, self.tasks)
         ]
-        outputs = [m if parts > 1 else [m] for m in mapped]
-        for p in range(parts):
-            yield ray_content.run_partition(fn, jobs[p], args, *(out[p] for out in outputs))
+        outputs = [m if bundles > 1 else [m] for m in mapped]
+        for b in range(bundles):
+            own = [(int(p), jobs[int(p)]) for p in np.flatnonzero(bundle_of == b)]
+            yield from ray_content.run_bundle(fn, own, args, part, *(out[b] for out in outputs))
 
 
 class _NoStore:
@@ -171,11 +180,14 @@ def test_worker_side_function_skips_known_content_and_keeps_one_row_per_record()
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 @pytest.mark.parametrize("budget", [10**9, 1_500])
+@pytest.mark.parametrize("tasks", [1, 3])
 def test_verification_by_the_engine_reading_texts_equals_local(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, budget: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, budget: int, tasks: int
 ) -> None:
     """Near-duplicate verification where the engine's workers read the candidates' texts and shuffle
-    them to their partitions (one partition; several) keeps exactly the local engine's pairs."""
+    them to their partitions (one partition; several; in one map and one reduce task, or in
+    several of each, a reduce task running several partitions) keeps exactly the local engine's
+    pairs."""
     from curata.checks import groups
     from curata.signals.text import MinHashSettings, normalize_text
 
@@ -202,7 +214,7 @@ def test_verification_by_the_engine_reading_texts_equals_local(
     settings = MinHashSettings()
 
     want_pairs, want_sims = groups.verify_text_pairs(dataset, rows, local, n_chars, settings, LocalEngine(1))
-    engine = ReadingEngine()
+    engine = ReadingEngine(tasks)
     got_pairs, got_sims = groups.verify_text_pairs(dataset, rows, local, n_chars, settings, engine)
     assert engine.read == ["partitions"] and (engine.parts > 1) == (budget < 10**9)
     assert np.array_equal(got_pairs, want_pairs) and np.array_equal(got_sims, want_sims)

@@ -195,7 +195,17 @@ def _adversarial_keys() -> list[tuple[np.ndarray, int]]:
     return [(same, 200), (mixed, 100), (mixed, 2), (tiny, 2), (np.zeros((1, 4), np.uint32), 200)]
 
 
-def test_bucket_pairs_equal_candidate_pairs(cluster: dict[str, Any]) -> None:
+@pytest.mark.parametrize("small", [False, True])
+def test_bucket_pairs_equal_candidate_pairs(
+    cluster: dict[str, Any], monkeypatch: pytest.MonkeyPatch, small: bool
+) -> None:
+    """The shuffle gives candidate_pairs' pairs, with one map task or many (chunks of 500 keys,
+    partitions of 700: a dozen map, reduce and merge tasks for the 5,000 x 8 keys)."""
+    from curata.engine import ray as ray_engine
+
+    if small:
+        monkeypatch.setattr(ray_engine, "MAP_KEYS", 500)
+        monkeypatch.setattr(ray_engine, "PARTITION_KEYS", 700)
     engine = cluster["engine"]
     rng = np.random.default_rng(0)
     cases = [(rng.integers(0, 2000, (5000, 8)).astype(np.uint32), 200)]
@@ -210,6 +220,24 @@ def test_bucket_pairs_equal_candidate_pairs(cluster: dict[str, Any]) -> None:
         engine.bucket_pairs(np.zeros((3, 2), np.uint32), 1)
     with pytest.raises(ConfigError, match="2-D"):
         engine.bucket_pairs(np.zeros(3, np.uint32))
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_bucket_shuffle_tasks_run_in_process_equal_candidate_pairs(parts: int) -> None:
+    """The shuffle's map, reduce and merge functions, called in turn here (no cluster), give
+    candidate_pairs' pairs: in order, each pair once though found in several bands."""
+    from curata.engine import ray as ray_engine
+
+    random_keys = np.random.default_rng(1).integers(0, 300, (900, 6)).astype(np.uint32)
+    for keys, cap in [(random_keys, 5), *_adversarial_keys()]:
+        n = len(keys)
+        mapped = [ray_engine.split_band_keys(keys[s : s + 250], s, parts) for s in range(0, n, 250)]
+        mapped = [m if parts > 1 else [m] for m in mapped]
+        reduced = [ray_engine.bucket_pair_codes(cap, n, parts, *(m[p] for m in mapped)) for p in range(parts)]
+        reduced = [r if parts > 1 else [r] for r in reduced]
+        code = np.concatenate([ray_engine.merge_codes(*(r[q] for r in reduced)) for q in range(parts)])
+        got = np.stack([code // n, code % n], axis=1)
+        np.testing.assert_array_equal(got, candidate_pairs(keys, cap))
 
 
 def _lowest_row_labels(labels: np.ndarray) -> np.ndarray:

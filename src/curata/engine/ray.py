@@ -28,7 +28,6 @@ repeated keys come back.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import logging
 import math
@@ -60,9 +59,11 @@ TORCH_ENCODERS = frozenset({"minilm", "efficientnet-lite0", "ssl"})
 #: (band, key, row) rows per shuffle partition of ``bucket_pairs`` (~100 MB a group), and (key,
 #: row, rank) entries per partition of ``group_representatives``.
 PARTITION_KEYS = 4_000_000
-#: Band keys per block put into the object store by ``bucket_pairs`` (edges by
-#: ``connected_components``, entries by ``group_representatives``).
+#: Edges per block put into the object store by ``connected_components`` (entries by
+#: ``group_representatives``).
 CHUNK_KEYS = 1_000_000
+#: Band keys per map task of ``bucket_pairs``' shuffle (about 10 bytes each once split).
+MAP_KEYS = 4_000_000
 #: Query rows searched at once in every shard of a distributed nearest-neighbour search.
 KNN_QUERY_ROWS = 8_192
 #: Seconds to wait for a TCP answer from a cluster address before giving up (ray.init would
@@ -372,10 +373,12 @@ class RayEngine:
     ) -> Iterator[Any]:
         """``fn(values, jobs[p], *args)`` per partition, as a shuffle on the cluster.
 
-        A map task per piece of the content that holds some of ``rows`` (a Parquet row group, read
-        by the task) splits those records by partition, one return per partition; a task per
-        partition gathers its records from every map task and runs ``fn``. This process only
-        submits the tasks and receives fn's results, in partition order.
+        A map task per run of consecutive pieces of the content that hold some of ``rows`` (Parquet
+        row groups, read by the task) splits those records by bundle, one return per bundle; a
+        bundle is a run of consecutive partitions, and a task per bundle gathers its records from
+        every map task and runs ``fn`` on each of its partitions. About ``SHUFFLE_ROWS`` records a
+        task, at least two tasks a worker. This process only submits the tasks and receives fn's
+        results, in partition order.
         """
         from curata.engine import ray_content
 
@@ -384,25 +387,42 @@ class RayEngine:
         if parts == 0:
             return
         rows = np.asarray(rows, dtype=np.int64)
-        rows_ref, part_ref = ray.put(rows), ray.put(np.asarray(part, dtype=np.int32))
-        split = ray.remote(ray_content.split_piece).options(
-            num_cpus=1, num_returns=parts, max_retries=self.max_retries
+        part = np.asarray(part, dtype=np.int32)
+        tasks = max(2 * self.workers, math.ceil(len(rows) / ray_content.SHUFFLE_ROWS))
+        bundle_of = ray_content.bundle_partitions(part, parts, tasks)
+        bundles = int(bundle_of.max()) + 1
+        rows_ref, part_ref, bundle_ref = ray.put(rows), ray.put(part), ray.put(bundle_of)
+        split = ray.remote(ray_content.split_pieces).options(
+            num_cpus=1, num_returns=bundles, max_retries=self.max_retries
         )
+        runs = ray_content.group_pieces(list(ray_content.content_pieces(ray, source, rows)), tasks)
+        # Blocks held by this process go as top-level arguments: Ray resolves only those.
         mapped = [
-            split.remote(piece, block, first, rows_ref, part_ref, parts)
-            for first, piece, block in ray_content.content_pieces(ray, source, rows)
+            _as_list(
+                split.remote(
+                    [(first, piece) for first, piece, _ in run],
+                    *(rows_ref, part_ref, bundle_ref, bundles),
+                    *(block for _, piece, block in run if piece is None),
+                ),
+                bundles,
+            )
+            for run in runs
         ]
-        outputs = [refs if parts > 1 else [refs] for refs in mapped]
-        reduce = ray.remote(ray_content.run_partition).options(num_cpus=1, max_retries=self.max_retries)
-        results = [reduce.remote(fn, jobs[p], args, *(out[p] for out in outputs)) for p in range(parts)]
+        reduce = ray.remote(ray_content.run_bundle).options(num_cpus=1, max_retries=self.max_retries)
+        members = [np.flatnonzero(bundle_of == b) for b in range(bundles)]
+        results = []
+        for b in range(bundles):
+            own = [(int(p), jobs[int(p)]) for p in members[b]]
+            results.append(reduce.remote(fn, own, args, part_ref, *(out[b] for out in mapped)))
+        del mapped
         with progress_bar(description, parts) as advance:
-            for ref in results:
+            for ref, bundle in zip(results, members, strict=True):
                 try:
-                    value = ray.get(ref)
+                    values = ray.get(ref)
                 except ray.exceptions.RayError as exc:
                     raise self._lost(exc) from None
-                advance(1)
-                yield value
+                advance(len(bundle))
+                yield from values
 
     def _lost(self, exc: BaseException) -> BaseException:
         """The function's own exception when it raised one, else a one-line EngineError."""
@@ -464,19 +484,36 @@ class RayEngine:
         ray = self._ray
         n, bands = keys.shape
         parts = max(self.workers, math.ceil(n * bands / PARTITION_KEYS))
-        rows_per_chunk = max(1, CHUNK_KEYS // bands)
-        explode = ray.remote(explode_chunk).options(num_cpus=1, max_retries=self.max_retries)
-        blocks = [
-            explode.remote(np.ascontiguousarray(keys[start : start + rows_per_chunk]), start, parts)
-            for start in range(0, n, rows_per_chunk)
+        rows_per_chunk = max(1, MAP_KEYS // bands)
+        split = ray.remote(split_band_keys).options(
+            num_cpus=1, num_returns=parts, max_retries=self.max_retries
+        )
+        bucket = ray.remote(bucket_pair_codes).options(
+            num_cpus=1, num_returns=parts, max_retries=self.max_retries
+        )
+        merge = ray.remote(merge_codes).options(num_cpus=1, max_retries=self.max_retries)
+        # Map: each chunk of rows split by a hash of (band, key). Reduce: every bucket's pairs,
+        # split by ranges of the pair's first row. Merge: one range's distinct pairs. Each stage's
+        # refs are dropped once the next is submitted, so Ray frees an output when its reader ends.
+        mapped = [
+            _as_list(split.remote(np.ascontiguousarray(keys[s : s + rows_per_chunk]), s, parts), parts)
+            for s in range(0, n, rows_per_chunk)
         ]
-        # The Ray Data plan runs in a task on the cluster (no CPU of its own, so it cannot starve its
-        # own stages): Ray Data does not run through a Ray Client (ray://) driver.
-        plan = ray.remote(shuffle_pairs).options(num_cpus=0, max_retries=self.max_retries)
+        reduced = [
+            _as_list(bucket.remote(max_bucket, n, parts, *(out[p] for out in mapped)), parts)
+            for p in range(parts)
+        ]
+        del mapped
+        merged = [merge.remote(*(out[r] for out in reduced)) for r in range(parts)]
+        del reduced
+        codes: list[np.ndarray] = [np.zeros(0, np.int64)]
         try:
-            code: np.ndarray = ray.get(plan.remote(blocks, max_bucket, n, parts))
+            for ref in merged:
+                codes.append(ray.get(ref))
         except ray.exceptions.RayError as exc:
             raise _step_failed("the LSH bucket shuffle", exc) from None
+        # Ranges come in order and each is sorted: the concatenation is sorted as candidate_pairs'.
+        code = np.concatenate(codes)
         return np.stack([code // n, code % n], axis=1).astype(np.int64)
 
     def connected_components(self, n: int, pairs: np.ndarray) -> np.ndarray:
@@ -695,31 +732,6 @@ def hook_proposals(edges: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
     return high[first], low[first]
 
 
-def shuffle_pairs(blocks: list[Any], max_bucket: int, n: int, parts: int) -> np.ndarray:
-    """Ray task: the sorted unique pair codes of the exploded band-key ``blocks``, by two groupbys.
-
-    The first groups rows by their (band, key) hash partition and emits every bucket's pairs, the
-    second groups pairs by a hash of the pair so that pairs found in several bands meet and are
-    kept once.
-    """
-    ray_data: Any = importlib.import_module("ray.data")  # Any: its stubs see no fn_args
-    codes: list[np.ndarray] = [np.zeros(0, np.int64)]
-    from curata.engine.ray_content import data_context
-
-    with data_context(sort_shuffle=True):
-        pairs = (
-            ray_data.from_arrow_refs(blocks)
-            .groupby("part")
-            .map_groups(group_pairs, fn_args=(max_bucket, n, parts), batch_format="numpy")
-            .groupby("pair_part")
-            .map_groups(unique_codes, batch_format="numpy")
-        )
-        for batch in pairs.iter_batches(batch_size=None, batch_format="numpy"):
-            codes.append(np.asarray(batch["code"], dtype=np.int64))
-    # Different pair partitions hold different pairs, so one sort orders them as candidate_pairs.
-    return np.sort(np.concatenate(codes))
-
-
 def _mix(values: np.ndarray) -> np.ndarray:
     """A 64-bit mixing hash of uint64 values (partitions must not follow key order)."""
     h: np.ndarray = values * _MIX
@@ -729,25 +741,31 @@ def _mix(values: np.ndarray) -> np.ndarray:
     return h
 
 
-def explode_chunk(chunk: np.ndarray, offset: int, parts: int) -> Any:
-    """Ray task: a (rows, bands) chunk of band keys as (part, band, key, row) rows.
+def _as_list(refs: Any, parts: int) -> list[Any]:
+    """A task's refs as a list (with ``num_returns=1`` Ray hands back the ref itself)."""
+    return list(refs) if parts > 1 else [refs]
 
-    ``part`` is a hash of (band, key), so every row of a bucket lands in the same partition.
+
+def split_band_keys(chunk: np.ndarray, offset: int, parts: int) -> Any:
+    """Ray task (map): a (rows, bands) chunk of band keys as (band, key, row) arrays per partition.
+
+    The partition is a hash of (band, key), so every row of a bucket lands in the same one; within
+    a partition the entries stay in row order. The narrowest types that hold the values: this is
+    what the shuffle moves (one entry per band of a document), 10 bytes an entry for 32-bit keys
+    and fewer than 2**31 rows.
     """
-    import pyarrow as pa
-
     rows, bands = chunk.shape
-    band = np.tile(np.arange(bands, dtype=np.uint64), rows)
+    band = np.tile(np.arange(bands, dtype=np.int16 if bands < 2**15 else np.int32), rows)
     key = chunk.reshape(-1)
-    wide = key.astype(np.uint64)
-    # The narrowest types that hold the values: this table is what the shuffle moves (21 rows a
-    # document), 14 bytes a row for 32-bit keys and fewer than 2**31 rows instead of 24.
     row = np.repeat(np.arange(offset, offset + rows, dtype=np.int64), bands)
     if offset + rows < 2**31:
         row = row.astype(np.int32)
-    part = (_mix(wide ^ _mix(band + np.uint64(1))) % np.uint64(parts)).astype(np.int32)
-    narrow_band = band.astype(np.int16 if bands < 2**15 else np.int32)
-    return pa.table({"part": part, "band": narrow_band, "key": key, "row": row})
+    wide_band = band.astype(np.uint64) + np.uint64(1)
+    part = (_mix(key.astype(np.uint64) ^ _mix(wide_band)) % np.uint64(parts)).astype(np.int32)
+    order = np.argsort(part, kind="stable")
+    bounds = np.searchsorted(part[order], np.arange(parts + 1))
+    out = [(band[o], key[o], row[o]) for o in (order[a:b] for a, b in itertools.pairwise(bounds))]
+    return out if parts > 1 else out[0]
 
 
 def _segments(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -759,21 +777,26 @@ def _segments(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return out
 
 
-def group_pairs(batch: dict[str, np.ndarray], max_bucket: int, n: int, parts: int) -> dict[str, np.ndarray]:
-    """Ray Data ``map_groups``: the pairs of every (band, key) bucket in one partition, as codes.
+def bucket_pair_codes(max_bucket: int, n: int, ranges: int, *pieces: tuple[np.ndarray, ...]) -> Any:
+    """Ray task (reduce): the pairs of every (band, key) bucket in one partition, as sorted codes
+    split into ``ranges`` ranges of the pair's first row.
 
-    A bucket of up to ``max_bucket`` rows gives all its pairs; a larger one its lowest row paired
+    ``pieces`` are the partition's (band, key, row) arrays from every map task, in row order. A
+    bucket of up to ``max_bucket`` rows gives all its pairs; a larger one its lowest row paired
     with every other row (star) plus each row with the next one (chain), as ``candidate_pairs``.
-    A pair (i, j), i < j, is coded ``i * n + j``; ``pair_part`` spreads the codes for the dedup.
+    A pair (i, j), i < j, is coded ``i * n + j``.
     """
-    band = np.asarray(batch["band"])
-    key = np.asarray(batch["key"])
-    row = np.asarray(batch["row"], dtype=np.int64)
-    order = np.lexsort((row, key, band))
+    band = np.concatenate([p[0] for p in pieces])
+    key = np.concatenate([p[1] for p in pieces])
+    row = np.concatenate([p[2] for p in pieces]).astype(np.int64)
+    # Pieces arrive in row order, so a stable sort by bucket keeps each bucket's rows ascending.
+    order = np.lexsort((key, band))
     band, key, row = band[order], key[order], row[order]
+    del order
     m = len(row)
     starts_mask = np.ones(m, dtype=bool)
     starts_mask[1:] = (band[1:] != band[:-1]) | (key[1:] != key[:-1])
+    del band, key
     start = np.flatnonzero(starts_mask).astype(np.int64)
     size = np.diff(np.append(start, m)).astype(np.int64)
     left: list[np.ndarray] = [np.zeros(0, np.int64)]
@@ -796,10 +819,12 @@ def group_pairs(batch: dict[str, np.ndarray], max_bucket: int, n: int, parts: in
         left.append(row[chained - 1])
         right.append(row[chained])
     code = np.unique(np.concatenate(left) * np.int64(n) + np.concatenate(right))
-    pair_part = (_mix(code.astype(np.uint64)) % np.uint64(parts)).astype(np.int32)
-    return {"code": code, "pair_part": pair_part}
+    cuts = -(-np.arange(ranges + 1, dtype=np.int64) * n // ranges) * np.int64(n)
+    bounds = np.searchsorted(code, cuts)
+    out = [code[a:b] for a, b in itertools.pairwise(bounds)]
+    return out if ranges > 1 else out[0]
 
 
-def unique_codes(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Ray Data ``map_groups``: the distinct pair codes of one pair partition."""
-    return {"code": np.unique(np.asarray(batch["code"], dtype=np.int64))}
+def merge_codes(*pieces: np.ndarray) -> np.ndarray:
+    """Ray task: the distinct pair codes of one range (a pair found in several bands meets itself)."""
+    return np.unique(np.concatenate([np.zeros(0, np.int64), *pieces]))

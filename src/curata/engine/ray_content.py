@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import itertools
 import logging
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -346,38 +347,89 @@ def content_pieces(ray: Any, source: ContentSource, rows: np.ndarray) -> Iterato
             yield first, None, ray.put(block)
 
 
-def split_piece(
-    piece: tuple[Any, ...] | None,
-    block: pa.Array | None,
-    first: int,
+#: Candidate records per map task and per reduce task of ``map_partitions``' shuffle (at least two
+#: of each per worker). Grouping row groups into map tasks and partitions into reduce tasks keeps
+#: the number of shuffle objects (maps x reduces) from growing with the square of the data.
+SHUFFLE_ROWS = 262_144
+
+#: A piece of content as ``content_pieces`` yields it: (first row, Parquet piece, block).
+Piece = tuple[int, Any, Any]
+
+
+def group_pieces(pieces: list[Piece], tasks: int) -> list[list[Piece]]:
+    """The pieces in ``tasks`` runs of consecutive pieces (as equal in number as can be)."""
+    tasks = max(1, min(tasks, len(pieces)))
+    cuts = [len(pieces) * t // tasks for t in range(tasks + 1)]
+    return [pieces[a:b] for a, b in itertools.pairwise(cuts)]
+
+
+def bundle_partitions(part: np.ndarray, parts: int, bundles: int) -> np.ndarray:
+    """A bundle (reduce task) per partition: runs of consecutive partitions holding about equal
+    numbers of records (``part``: each record's partition, -1 for none)."""
+    bundles = max(1, min(bundles, parts))
+    sizes = np.bincount(part[part >= 0], minlength=parts).astype(np.int64)
+    before = np.cumsum(sizes) - sizes
+    total = max(int(sizes.sum()), 1)
+    bundle: np.ndarray = np.minimum(before * bundles // total, bundles - 1)
+    return bundle
+
+
+def split_pieces(
+    pieces: list[tuple[int, Any]],
     rows: np.ndarray,
     part: np.ndarray,
-    parts: int,
+    bundle_of: np.ndarray,
+    bundles: int,
+    *blocks: pa.Array,
 ) -> Any:
-    """Map task: the piece's records among ``rows``, split by ``part``: a table (``pos``: position
-    in ``rows``, ``content``) per partition, each in row order (one table when ``parts`` is 1)."""
-    if block is None:
-        assert piece is not None
-        values: pa.Array = pa.concat_arrays(
-            [c for t in read_piece(*piece) for c in t.column("content").chunks]
-        )
-    else:
-        values = block
-    lo, hi = (int(i) for i in np.searchsorted(rows, [first, first + len(values)]))
-    pos = np.arange(lo, hi, dtype=np.int64)
-    where = np.asarray(part[lo:hi], dtype=np.int64)
-    taken = values.take(pa.array(rows[lo:hi] - first))
-    order = np.argsort(where, kind="stable")
-    bounds = np.searchsorted(where[order], np.arange(parts + 1))
+    """Map task: the records among ``rows`` held by ``pieces`` (consecutive (first row, Parquet
+    piece or None) pairs, each read in turn; ``blocks`` hold, in order, the content of those
+    without a Parquet piece), split by bundle: a table (``pos``: position in ``rows``,
+    ``content``) per bundle, in row order (one table when ``bundles`` is 1)."""
+    positions: list[np.ndarray] = [np.zeros(0, np.int64)]
+    taken: list[pa.Array] = []
+    held = iter(blocks)
+    for first, piece in pieces:
+        if piece is not None:
+            values: pa.Array = pa.concat_arrays(
+                [c for t in read_piece(*piece) for c in t.column("content").chunks]
+            )
+        else:
+            values = next(held)
+        lo, hi = (int(i) for i in np.searchsorted(rows, [first, first + len(values)]))
+        positions.append(np.arange(lo, hi, dtype=np.int64))
+        taken.append(values.take(pa.array(rows[lo:hi] - first)))
+        del values
+    pos = np.concatenate(positions)
+    content = pa.chunked_array(taken) if taken else pa.chunked_array([], pa.large_string())
+    where = np.asarray(part[pos], dtype=np.int64)
+    target = np.full(len(pos), -1, dtype=np.int64)
+    target[where >= 0] = bundle_of[where[where >= 0]]
+    order = np.argsort(target, kind="stable")
+    bounds = np.searchsorted(target[order], np.arange(bundles + 1))
     out = []
-    for p in range(parts):
-        idx = pa.array(order[bounds[p] : bounds[p + 1]])
-        out.append(pa.table({"pos": pos.take(idx), "content": taken.take(idx)}))
-    return out if parts > 1 else out[0]
+    for b in range(bundles):
+        idx = pa.array(order[bounds[b] : bounds[b + 1]])
+        out.append(pa.table({"pos": pos.take(idx), "content": content.take(idx)}))
+    return out if bundles > 1 else out[0]
 
 
-def run_partition(fn: Callable[..., Any], job: Any, args: tuple[Any, ...], *tables: pa.Table) -> Any:
-    """Reduce task: ``fn(values, job, *args)`` on one partition's records (the map tasks' tables
-    for it, which arrive in row order)."""
+def run_bundle(
+    fn: Callable[..., Any],
+    jobs: list[tuple[int, Any]],
+    args: tuple[Any, ...],
+    part: np.ndarray,
+    *tables: pa.Table,
+) -> list[Any]:
+    """Reduce task: ``fn(values, job, *args)`` for each (partition, job) of ``jobs``, on that
+    partition's records (the map tasks' tables for the bundle, which arrive in row order)."""
     table = pa.concat_tables(tables, promote_options="permissive")
-    return fn(table.column("content").combine_chunks(), job, *args)
+    where = np.asarray(part[table.column("pos").to_numpy()], dtype=np.int64)
+    order = np.argsort(where, kind="stable")
+    content = table.column("content")
+    results = []
+    for p, job in jobs:
+        a, b = np.searchsorted(where[order], [p, p + 1])
+        values = content.take(pa.array(order[a:b])).combine_chunks()
+        results.append(fn(values, job, *args))
+    return results
