@@ -6,8 +6,10 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -187,20 +189,37 @@ def test_output_follows_findings_contract(tmp_path: Path) -> None:
 
 
 def test_many_findings_wait_in_a_memory_mapped_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A check's findings past ``SPILL_FINDINGS_ROWS`` are kept on disk, mapped, and report the same."""
-    import importlib
-
+    """A check's findings past ``SPILL_FINDINGS_ROWS`` are kept on disk, mapped, and report the same:
+    the duplicate checks write theirs chunk by chunk as they make them (chunks of 7 rows here)."""
     from curata import outofcore
-
-    audit_module = importlib.import_module("curata.audit")
+    from curata.checks import base as checks_base
+    from curata.checks import duplicates
 
     rng = random.Random(5)
     base = [random_text(rng, 30) for _ in range(20)]
     rows = [{"text": t} for t in base + base[:10] + [edit_words(t, rng, 1) for t in base[10:]]]
     data = write_parquet(tmp_path / "d.parquet", rows)
     held = audit(data, tmp_path / "o1", workers=1, workspace=tmp_path / "ws")
-    monkeypatch.setattr(audit_module, "SPILL_FINDINGS_ROWS", 5)
+    monkeypatch.setattr(checks_base, "SPILL_FINDINGS_ROWS", 5)
+    monkeypatch.setattr(duplicates, "FINDINGS_CHUNK", 7)
+    calls: list[list[int]] = []  # the rows of each table written, per spill file
+    spill = outofcore.spill_table
+
+    def counting_spill(tables: Any, schema: pa.Schema, folder: Path | None = None) -> pa.Table:
+        made: list[int] = []
+        calls.append(made)
+
+        def counted() -> Any:
+            for table in tables:
+                made.append(table.num_rows)
+                yield table
+
+        return spill(counted(), schema, folder)
+
+    monkeypatch.setattr(outofcore, "spill_table", counting_spill)
     spilled = audit(data, tmp_path / "o2", workers=1, workspace=tmp_path / "ws")
+    # Exact and near duplicates (10 findings each) were streamed to their files 7 rows at a time.
+    assert sorted(c for c in calls if len(c) > 1) == [[7, 3], [7, 3]]
     assert held.findings.num_rows >= 20 and not outofcore.is_mapped(held.findings)
     assert outofcore.is_mapped(spilled.findings)
     assert spilled.findings.equals(held.findings)

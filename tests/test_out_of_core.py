@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from curata import outofcore
@@ -315,6 +316,23 @@ def test_the_command_line_picks_a_memory_pool_that_returns_freed_pages(
         assert outofcore.use_returning_memory_pool() == before.backend_name  # the user's choice stays
     finally:
         pa.set_memory_pool(before)
+
+
+def test_distinct_count_in_memory_and_by_duckdb_agree(tmp_path: Path) -> None:
+    """Distinct values (null counted once) alike below and above ``chunk_rows`` (DuckDB's path)."""
+    rng = np.random.default_rng(4)
+    values = pa.chunked_array(
+        [pa.array([f"r{v}" for v in rng.integers(0, 300, 500)] + [None, ""]), pa.array(["r1", "x"])]
+    )
+    want = len({v for v in values.to_pylist()})
+    with outofcore.configured(temp_directory=tmp_path):
+        assert outofcore.distinct_count(values) == want
+        assert outofcore.distinct_count(values.filter(pc.is_valid(values))) == want - 1
+    with outofcore.configured(temp_directory=tmp_path, chunk_rows=10):
+        assert outofcore.distinct_count(values) == want
+        assert outofcore.distinct_count(values.filter(pc.is_valid(values))) == want - 1
+        assert outofcore.distinct_count(pa.chunked_array([], pa.string())) == 0
+    assert not any(tmp_path.iterdir())  # DuckDB's folder is gone
 
 
 def _resident_kib(path: Path) -> int:

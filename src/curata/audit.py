@@ -18,10 +18,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curata import __version__, outofcore
+from curata.checks import base as checks_base
 from curata.checks import registered_checks
 from curata.checks.base import SEVERITY_RANK, Context, concat_findings, empty_findings
 from curata.checks.contamination import ContaminationSettings
 from curata.checks.embedding import MIN_OOD_REFERENCE, ModelCheckSettings
+from curata.checks.groups import workspace_temp
 from curata.checks.semantic import SemanticSettings
 from curata.dataset import Dataset
 from curata.engine import get_engine
@@ -319,23 +321,14 @@ def run_checks(
         if notes:  # what a check could not look at (e.g. names without the spaCy model)
             entry["notes"] = list(notes)
         entry["count"] = table.num_rows
-        if table.num_rows >= SPILL_FINDINGS_ROWS:
+        if table.num_rows >= checks_base.SPILL_FINDINGS_ROWS and not outofcore.is_mapped(table):
             # Many findings (millions of duplicates) wait on disk, not in memory, for the report.
-            table = outofcore.spill_table([table], table.schema, _temp_folder(context))
+            table = outofcore.spill_table([table], table.schema, checks_base.spill_folder(context))
         entry["by_severity"] = {
             v["values"]: v["counts"] for v in pc.value_counts(table.column("severity")).to_pylist()
         }
         tables.append(table)
     return concat_findings(tables), status
-
-
-#: A check's findings of at least this many rows are kept in a memory-mapped spill file.
-SPILL_FINDINGS_ROWS = 100_000
-
-
-def _temp_folder(context: Context) -> Path | None:
-    workspace = context.settings.get("workspace")
-    return Path(workspace) / "tmp" if workspace is not None else None
 
 
 def _worst_severity(findings: pa.Table) -> str | None:
@@ -371,9 +364,8 @@ def build_report(
         stats["duplicate_cluster_sizes"] = {str(k): v for k, v in sorted(sizes.items())}
     stats["score_histograms"] = score_histograms(findings)
     stats["findings"] = findings.num_rows
-    stats["records_with_findings"] = (
-        pc.count_distinct(findings.column("record_id"), mode="all").as_py() if findings.num_rows else 0
-    )
+    with outofcore.configured(**workspace_temp(context)):
+        stats["records_with_findings"] = outofcore.distinct_count(findings.column("record_id"))
     from curata.report.embedding_map import embedding_map
     from curata.report.json import check_statistics
 

@@ -43,6 +43,7 @@ __all__ = [
     "OutOfCoreSettings",
     "configured",
     "current",
+    "distinct_count",
     "duckdb_connection",
     "is_mapped",
     "map_arrow_file",
@@ -178,6 +179,25 @@ def duckdb_connection(settings: OutOfCoreSettings, step: str) -> Iterator[tuple[
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def distinct_count(values: pa.ChunkedArray | pa.Array, settings: OutOfCoreSettings | None = None) -> int:
+    """How many distinct values (null counts as one) ``values`` holds.
+
+    Up to ``chunk_rows`` values, by Arrow in memory; past it, by DuckDB within its memory limit
+    (spilling to disk): a hash table of millions of strings in Arrow costs ~150 bytes a value.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    settings = settings or current()
+    if len(values) <= settings.chunk_rows:
+        return int(pc.count_distinct(values, mode="all").as_py())
+    table = pa.table({"v": values})
+    with duckdb_connection(settings, "distinct") as (con, _):
+        con.register("t", table)
+        row = con.execute("SELECT count(DISTINCT v) + (count(*) > count(v))::INTEGER FROM t").fetchone()
+    return int(row[0]) if row else 0
+
+
 def record(rows: int) -> None:
     """Count one intermediate batch in the active statistics collector (if any)."""
     collector = stats()
@@ -244,6 +264,9 @@ def use_returning_memory_pool() -> str:
         return str(pa.default_memory_pool().backend_name)
     try:
         pool = pa.jemalloc_memory_pool()
+        # Freed pages go back at once instead of after jemalloc's decay time: reading the ids of
+        # 3M records left 553 MiB resident with the default decay and 300 MiB with none.
+        pa.jemalloc_set_decay_ms(0)
     except (NotImplementedError, pa.ArrowNotImplementedError):
         pool = pa.system_memory_pool()
     pa.set_memory_pool(pool)

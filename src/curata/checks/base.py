@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -75,6 +76,33 @@ def findings_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
 def empty_findings() -> pa.Table:
     """A findings table with no rows."""
     return FINDINGS_SCHEMA.empty_table()
+
+
+#: A check's findings of at least this many rows are kept in a memory-mapped spill file.
+SPILL_FINDINGS_ROWS = 100_000
+
+
+def spill_folder(context: Context) -> Path | None:
+    """Where the run's spill files go: the workspace's ``tmp`` folder (None: the system's)."""
+    workspace = context.settings.get("workspace")
+    return Path(workspace) / "tmp" if workspace is not None else None
+
+
+def chunked_findings(
+    context: Context, total: int, make: Callable[[int, int], pa.Table], chunk: int
+) -> pa.Table:
+    """The findings ``make(lo, hi)`` over chunks of ``chunk`` rows, ``total`` in all.
+
+    Past ``SPILL_FINDINGS_ROWS`` rows each chunk goes to a spill file as it is made and the result
+    is that file, memory-mapped: a check with millions of findings never holds them all.
+    """
+    from curata import outofcore
+
+    parts = (make(lo, min(total, lo + chunk)) for lo in range(0, total, chunk))
+    if total >= SPILL_FINDINGS_ROWS:
+        return outofcore.spill_table(parts, FINDINGS_SCHEMA, spill_folder(context))
+    held = list(parts)
+    return pa.concat_tables(held) if held else empty_findings()
 
 
 def concat_findings(tables: Iterable[pa.Table]) -> pa.Table:

@@ -10,7 +10,15 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from curata.checks.base import FINDINGS_SCHEMA, Check, Context, FindingsBuilder, empty_findings, register
+from curata.checks.base import (
+    FINDINGS_SCHEMA,
+    Check,
+    Context,
+    FindingsBuilder,
+    chunked_findings,
+    empty_findings,
+    register,
+)
 from curata.checks.groups import context_engine, shared_clusters, shared_exact, shared_near, shared_rank
 from curata.dataset import SPLIT_ORDER
 
@@ -60,7 +68,7 @@ class ExactDuplicateCheck(Check):
                 [json.dumps({"group_size": s}) for s in size],
             )
 
-        return _chunked(len(rows), chunk)
+        return _chunked(context, len(rows), chunk)
 
 
 @register
@@ -109,6 +117,9 @@ class NearDuplicateCheck(Check):
         hit = codes[by_code][pos] == want
         sim = np.where(hit, sims[by_code][pos], best[member])
         rows, rep_rows = involved[member], involved[rep]
+        # Only what the findings need stays while they are made (several vectors a pair before).
+        del pairs, sims, involved, local, label, best, order, lab, first, starts, size_of
+        del cluster_rep, cluster_size, keep, member, rep, a, b, codes, by_code, want, pos, hit
         measure = "Jaccard" if context.dataset.modality == "text" else "similarity"
 
         def chunk(lo: int, hi: int) -> pa.Table:
@@ -130,7 +141,7 @@ class NearDuplicateCheck(Check):
                 ],
             )
 
-        return _chunked(len(rows), chunk)
+        return _chunked(context, len(rows), chunk)
 
 
 #: Findings built at once by the vectorised duplicate checks (bounds their Python objects).
@@ -172,10 +183,9 @@ def _findings(
     )
 
 
-def _chunked(total: int, make: Callable[[int, int], pa.Table]) -> pa.Table:
-    """Concatenate ``make(lo, hi)`` over chunks of FINDINGS_CHUNK rows."""
-    parts = [make(lo, min(total, lo + FINDINGS_CHUNK)) for lo in range(0, total, FINDINGS_CHUNK)]
-    return pa.concat_tables(parts) if parts else empty_findings()
+def _chunked(context: Context, total: int, make: Callable[[int, int], pa.Table]) -> pa.Table:
+    """``make(lo, hi)`` over chunks of FINDINGS_CHUNK rows (spilled to disk when many)."""
+    return chunked_findings(context, total, make, FINDINGS_CHUNK)
 
 
 @dataclass(frozen=True)

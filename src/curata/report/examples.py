@@ -135,8 +135,12 @@ def worst_examples(
         order = pc.sort_indices(part, sort_keys=[("score", "descending"), ("pos", "ascending")])
         ranked = part.column("pos").take(order)
         if check not in GROUPED_CHECKS:
-            ranked = ranked.slice(0, per_check)
-        rows = findings.take(ranked).to_pylist()
+            # Row slices, not a take: a take over a chunked table may first combine every chunk,
+            # and millions of (memory-mapped) findings would all be read for a few dozen rows.
+            chosen_rows = ranked.slice(0, per_check).to_pylist()
+            rows = [r for i in chosen_rows for r in findings.slice(i, 1).to_pylist()]
+        else:
+            rows = findings.take(ranked).to_pylist()
         chosen = pick_by_group(rows, per_check) if check in GROUPED_CHECKS else rows
         picked = []
         for r in chosen:
