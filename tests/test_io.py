@@ -386,6 +386,25 @@ def test_record_ids_row_numbers_across_files(tmp_path: Path) -> None:
     assert ds.description["rows_per_file"] == [2, 1]
 
 
+def test_a_chunked_string_id_column_is_held_once(tmp_path: Path) -> None:
+    """Record ids read from a string id column in several row groups share the table's buffers
+    (not a combined copy beside the chunks); ids that differ from the column leave it alone."""
+    path = tmp_path / "d.parquet"
+    pq.write_table(
+        pa.table({"key": [f"k{i}" for i in range(10)], "text": ["t"] * 10}), path, row_group_size=3
+    )
+    ds = read_dataset(path)
+    column = ds.table.column("key")
+    assert ds.record_ids.to_pylist() == column.to_pylist() == [f"k{i}" for i in range(10)]
+    assert column.num_chunks == 1
+    assert column.chunk(0).buffers()[2].address == ds.record_ids.buffers()[2].address
+    empty = tmp_path / "e.parquet"
+    pq.write_table(pa.table({"key": ["k0", "", "k2", "k3"], "text": ["t"] * 4}), empty, row_group_size=2)
+    ds = read_dataset(empty)
+    assert ds.record_ids.to_pylist() == ["k0", "1", "k2", "k3"]
+    assert ds.table.column("key").to_pylist() == ["k0", "", "k2", "k3"]  # the data as it is
+
+
 def test_null_and_empty_ids_use_row_numbers(tmp_path: Path) -> None:
     path = tmp_path / "d.parquet"
     pq.write_table(pa.table({"id": [10, None, 12], "record": ["a", "b", "c"]}), path)

@@ -334,6 +334,21 @@ def _record_ids(table: pa.Table, id_column: str | None, fallback: str | None) ->
     return ids, null_ids, duplicates
 
 
+def _share_ids(table: pa.Table, column: str | None, record_ids: pa.Array) -> pa.Table:
+    """``table`` with its id column replaced by ``record_ids`` when they hold the same values, so
+    the ids are held once (a chunked column and its combined copy: ~16 bytes a record twice)."""
+    if column is None or column not in table.column_names:
+        return table
+    col = table.column(column)
+    if col.num_chunks < 2 or col.type != record_ids.type or col.null_count or len(col) != len(record_ids):
+        return table
+    # Same type, no nulls and no empty ids (those become row numbers): the ids are the column.
+    if not pc.all(pc.greater(pc.binary_length(col), 0)).as_py():
+        return table
+    index = table.column_names.index(column)
+    return table.set_column(index, table.field(index), pa.chunked_array([record_ids]))
+
+
 def assemble(loaded: Loaded, overrides: Mapping[RoleName, str | None], source: str) -> Dataset:
     """Settle the roles of ``loaded`` (layout, then user overrides, then detection) into a Dataset."""
     table, renamed = _dedupe_column_names(loaded.table)
@@ -373,6 +388,7 @@ def assemble(loaded: Loaded, overrides: Mapping[RoleName, str | None], source: s
     roles = Roles(**chosen)
 
     record_ids, null_ids, duplicates = _record_ids(table, roles.id, loaded.fallback_id_column)
+    table = _share_ids(table, roles.id or loaded.fallback_id_column, record_ids)
     description: dict[str, Any] = {
         "format": loaded.format,
         "files": loaded.files,
