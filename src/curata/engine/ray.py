@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from curata.engine.base import ContentSource
+from curata.engine.ray_content import task_returns
 from curata.errors import ConfigError, EngineError, MissingDependencyError
 from curata.progress import progress_bar
 
@@ -625,7 +626,7 @@ class RayEngine:
         chunks = _gather_batches(key_batches(keys, valid, rank, CHUNK_KEYS), CHUNK_KEYS)
         # One return per partition (with one partition, Ray hands back the ref itself, not a list).
         mapped = [split.remote(chunk, parts) for chunk in chunks]
-        outputs = [refs if parts > 1 else [refs] for refs in mapped]
+        outputs = [_as_list(refs, parts) for refs in mapped]
         reduced = [reduce.remote(*(out[p] for out in outputs)) for p in range(parts)]
         try:
             for ref in reduced:
@@ -686,7 +687,7 @@ def partition_entries(entries: pa.Table, parts: int) -> Any:
     order = np.argsort(part, kind="stable")
     bounds = np.searchsorted(part[order], np.arange(parts + 1))
     tables = [entries.take(pa.array(order[a:b])) for a, b in itertools.pairwise(bounds)]
-    return tables if parts > 1 else tables[0]
+    return task_returns(tables)
 
 
 def repeated_key_representatives(*entries: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -765,7 +766,7 @@ def split_band_keys(chunk: np.ndarray, offset: int, parts: int) -> Any:
     order = np.argsort(part, kind="stable")
     bounds = np.searchsorted(part[order], np.arange(parts + 1))
     out = [(band[o], key[o], row[o]) for o in (order[a:b] for a, b in itertools.pairwise(bounds))]
-    return out if parts > 1 else out[0]
+    return task_returns(out)
 
 
 def _segments(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -822,7 +823,7 @@ def bucket_pair_codes(max_bucket: int, n: int, ranges: int, *pieces: tuple[np.nd
     cuts = -(-np.arange(ranges + 1, dtype=np.int64) * n // ranges) * np.int64(n)
     bounds = np.searchsorted(code, cuts)
     out = [code[a:b] for a, b in itertools.pairwise(bounds)]
-    return out if ranges > 1 else out[0]
+    return task_returns(out)
 
 
 def merge_codes(*pieces: np.ndarray) -> np.ndarray:

@@ -207,25 +207,21 @@ def store_large(ray: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 @contextmanager
-def data_context(*, preserve_order: bool = False, sort_shuffle: bool = False) -> Iterator[None]:
+def data_context(*, preserve_order: bool = False) -> Iterator[None]:
     """Ray Data settings for one of curata's runs, restored afterwards.
 
     Always quiet (no progress bars or start-up notices: curata shows its own progress).
     ``preserve_order``: blocks come out in input order (per-record results are assigned to rows
-    as they arrive). ``sort_shuffle``: the sort-based shuffle, as the hash shuffle's aggregator
-    actors take seconds to start and curata's shuffles group on a few coarse partitions.
+    as they arrive).
     """
     from ray.data import DataContext
-    from ray.data.context import ShuffleStrategy
 
     ctx = DataContext.get_current()
     options = ctx.execution_options
-    fields = ("shuffle_strategy", "enable_progress_bars", "print_on_execution_start")
+    fields = ("enable_progress_bars", "print_on_execution_start")
     saved = options.preserve_order, {name: getattr(ctx, name) for name in fields}
     if preserve_order:
         options.preserve_order = True
-    if sort_shuffle:
-        ctx.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     data_logger = logging.getLogger("ray.data")
@@ -374,6 +370,11 @@ def bundle_partitions(part: np.ndarray, parts: int, bundles: int) -> np.ndarray:
     return bundle
 
 
+def task_returns(out: list[Any]) -> Any:
+    """A map task's outputs as its Ray returns: the list, or its one item when ``num_returns`` is 1."""
+    return out if len(out) > 1 else out[0]
+
+
 def split_pieces(
     pieces: list[tuple[int, Any]],
     rows: np.ndarray,
@@ -411,7 +412,7 @@ def split_pieces(
     for b in range(bundles):
         idx = pa.array(order[bounds[b] : bounds[b + 1]])
         out.append(pa.table({"pos": pos.take(idx), "content": content.take(idx)}))
-    return out if bundles > 1 else out[0]
+    return task_returns(out)
 
 
 def run_bundle(
