@@ -3,7 +3,15 @@
 Two memory figures are sampled: the sum of RSS over the tree, and the sum of PSS (proportional set
 size, from /proc/PID/smaps_rollup). Forked workers share their parent's pages copy-on-write, and RSS
 counts every shared page once per process that maps it; PSS splits each shared page between the
-processes sharing it, so the PSS sum is the memory the tree really holds. Both are reported.
+processes sharing it, so the PSS sum is the memory the tree really holds. Both are reported, with
+the sum of anonymous RSS (``RssAnon``: heap and private memory, which the kernel cannot drop without
+swap; file-backed pages such as memory-mapped spill files are left out, as the kernel reclaims them
+under pressure).
+
+``memory_cap`` runs the command in a memory cgroup (v1 or v2; needs root): the kernel then keeps
+the tree's memory, page cache included, under the cap, reclaiming file pages as needed, and kills
+the tree when its anonymous memory alone does not fit. A run that completes under a cap shows the
+memory it needs, whatever the pages it happened to keep resident while memory was free.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import os
 import statistics
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,10 +47,18 @@ def _pss_bytes(pid: int) -> int:
     return 0
 
 
-def _tree_memory_bytes(pid: int) -> tuple[int, int, int]:
-    """Return (sum of RSS, sum of PSS, largest single RSS) over ``pid`` and its descendants."""
+def _anon_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _tree_memory_bytes(pid: int) -> tuple[int, int, int, int]:
+    """Return (sum of RSS, sum of PSS, largest single RSS, sum of anonymous RSS) over ``pid`` and
+    its descendants."""
     tree = _children()
-    rss = pss = largest = 0
+    rss = pss = largest = anon = 0
     stack = [pid]
     page = os.sysconf("SC_PAGE_SIZE")
     while stack:
@@ -52,8 +68,9 @@ def _tree_memory_bytes(pid: int) -> tuple[int, int, int]:
             rss += one
             largest = max(largest, one)
             pss += _pss_bytes(p)
+            anon += _anon_bytes(p)
         stack.extend(tree.get(p, []))
-    return rss, pss, largest
+    return rss, pss, largest, anon
 
 
 @dataclass(frozen=True)
@@ -68,27 +85,112 @@ class Measure:
     peak_max_rss_mib: float = 0.0
     #: RSS of the command's own process (the driver, under Ray: workers are other processes).
     peak_main_rss_mib: float = 0.0
+    #: Sum of anonymous RSS over the tree (memory-mapped files left out).
+    peak_anon_mib: float = 0.0
 
 
-def run_measured(cmd: Sequence[str], env: dict[str, str] | None = None, poll_s: float = 0.05) -> Measure:
-    """Run ``cmd`` and return its wall time and the peak memory of its process tree."""
+def run_measured(
+    cmd: Sequence[str],
+    env: dict[str, str] | None = None,
+    poll_s: float = 0.05,
+    *,
+    preexec_fn: Callable[[], None] | None = None,
+    allow_failure: bool = False,
+) -> Measure:
+    """Run ``cmd`` and return its wall time and the peak memory of its process tree.
+
+    ``preexec_fn`` runs in the child before the command (e.g. ``MemoryCap.join``); with
+    ``allow_failure`` a failed command is returned (its ``returncode``) instead of raising.
+    """
     start = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak_rss = peak_pss = peak_one = peak_main = 0
+    proc = subprocess.Popen(
+        list(cmd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=preexec_fn
+    )
+    peak_rss = peak_pss = peak_one = peak_main = peak_anon = 0
     page = os.sysconf("SC_PAGE_SIZE")
     while proc.poll() is None:
-        rss, pss, one = _tree_memory_bytes(proc.pid)
+        rss, pss, one, anon = _tree_memory_bytes(proc.pid)
         peak_rss, peak_pss, peak_one = max(peak_rss, rss), max(peak_pss, pss), max(peak_one, one)
+        peak_anon = max(peak_anon, anon)
         with contextlib.suppress(OSError, IndexError, ValueError):
             peak_main = max(peak_main, int(Path(f"/proc/{proc.pid}/statm").read_text().split()[1]) * page)
         time.sleep(poll_s)
     wall = time.perf_counter() - start
-    if proc.returncode not in (0, 1):
+    if proc.returncode not in (0, 1) and not allow_failure:
         err = proc.stderr.read().decode() if proc.stderr else ""
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-2000:]}")
     return Measure(
-        wall, peak_pss / 2**20, peak_rss / 2**20, proc.returncode, peak_one / 2**20, peak_main / 2**20
+        wall,
+        peak_pss / 2**20,
+        peak_rss / 2**20,
+        proc.returncode,
+        peak_one / 2**20,
+        peak_main / 2**20,
+        peak_anon / 2**20,
     )
+
+
+class MemoryCap:
+    """A fresh memory cgroup limited to ``limit_mib`` (cgroup v2, else v1's memory controller).
+
+    ``join`` (a ``preexec_fn``) moves the child into it; ``peak_mib`` is the most the cgroup held,
+    page cache included; ``oom_kills`` how many times the kernel killed in it. Raises OSError
+    where no writable memory cgroup exists (not root, or no controller).
+    """
+
+    def __init__(self, limit_mib: int) -> None:
+        name = f"curata-bench-{os.getpid()}-{time.monotonic_ns()}"
+        v2 = Path("/sys/fs/cgroup/cgroup.controllers")
+        if v2.is_file() and "memory" in v2.read_text().split():
+            self.v2 = True
+            self.path = Path("/sys/fs/cgroup") / name
+            self.path.mkdir()
+            (self.path / "memory.max").write_text(str(limit_mib * 2**20))
+            swap = self.path / "memory.swap.max"
+            if swap.exists():
+                swap.write_text("0")
+        else:
+            self.v2 = False
+            self.path = Path("/sys/fs/cgroup/memory") / name
+            self.path.mkdir()
+            (self.path / "memory.limit_in_bytes").write_text(str(limit_mib * 2**20))
+        self.limit_mib = limit_mib
+
+    def join(self) -> None:
+        """Move the calling process into the cgroup (children follow)."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def peak_mib(self) -> float:
+        """The cgroup's peak memory use, page cache included."""
+        name = "memory.peak" if self.v2 else "memory.max_usage_in_bytes"
+        return int((self.path / name).read_text().split()[0]) / 2**20
+
+    def oom_kills(self) -> int:
+        """Processes the kernel killed for lack of memory in the cgroup."""
+        events = self.path / ("memory.events" if self.v2 else "memory.oom_control")
+        for line in events.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+        return 0
+
+    def remove(self) -> None:
+        """Delete the cgroup (once its processes have ended)."""
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+
+@contextlib.contextmanager
+def memory_cap(limit_mib: int | None) -> Iterator[MemoryCap | None]:
+    """A ``MemoryCap`` for the block, removed afterwards; None when ``limit_mib`` is None."""
+    if limit_mib is None:
+        yield None
+        return
+    cap = MemoryCap(limit_mib)
+    try:
+        yield cap
+    finally:
+        cap.remove()
 
 
 def median_runs(cmd: Sequence[str], runs: int, env: dict[str, str] | None = None) -> Measure:

@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import run_measured
+from _measure import memory_cap, run_measured
 
 FORTUNES = Path("/usr/share/games/fortunes")
 RESULTS = Path(__file__).parent / "results"
@@ -225,8 +225,11 @@ def ray_engine_available() -> bool:
     return "ray" in ENGINES
 
 
-def audit_once(data: Path, work: Path, engine: str, workers: int) -> dict[str, Any]:
-    """One cold ``curata audit`` (fresh workspace) measured as a subprocess tree."""
+def audit_once(
+    data: Path, work: Path, engine: str, workers: int, cap_mib: int | None = None
+) -> dict[str, Any]:
+    """One cold ``curata audit`` (fresh workspace) measured as a subprocess tree, inside a memory
+    cgroup of ``cap_mib`` MiB when given (``completed`` False when the kernel killed it)."""
     out, ws = work / "out", work / "ws"
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(ws, ignore_errors=True)
@@ -239,15 +242,31 @@ def audit_once(data: Path, work: Path, engine: str, workers: int) -> dict[str, A
     ]  # fmt: skip
     env = dict(os.environ)
     load_before = loadavg()
-    m = run_measured(cmd, env=env, poll_s=0.2)  # sampling /proc costs CPU; phases last seconds
+    with memory_cap(cap_mib) as cap:
+        # Sampling /proc costs CPU; phases last seconds.
+        m = run_measured(
+            cmd, env=env, poll_s=0.2, preexec_fn=cap.join if cap else None, allow_failure=cap is not None
+        )
+        capped = {} if cap is None else {"cap_mib": cap_mib, "cgroup_peak_mib": round(cap.peak_mib())}
+        if cap is not None and m.returncode not in (0, 1):
+            return {
+                "completed": False,
+                "returncode": m.returncode,
+                "oom_kills": cap.oom_kills(),
+                "wall_s": round(m.wall_s, 2),
+                **capped,
+            }
     report = json.loads((out / "report.json").read_text())
     checks = report["checks"]
     return {
+        "completed": True,
+        **capped,
         "wall_s": round(m.wall_s, 2),
         "peak_pss_mib": round(m.peak_pss_mib),
         "peak_rss_sum_mib": round(m.peak_rss_mib),
         "peak_process_rss_mib": round(m.peak_max_rss_mib),
         "peak_driver_rss_mib": round(m.peak_main_rss_mib),
+        "peak_anon_mib": round(m.peak_anon_mib),
         "load_before": load_before,
         "load_after": loadavg(),
         "timings": report["timings"],
@@ -270,6 +289,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100k and 300k documents, one run (smoke test)")
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "curata-scale")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--memory-cap",
+        type=int,
+        metavar="MIB",
+        help="run every audit in a memory cgroup of MIB MiB, page cache included (needs root)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
     args = parser.parse_args()
     sizes = [100_000, 300_000] if args.quick else [parse_size(s) for s in args.sizes]
@@ -292,7 +317,7 @@ def main() -> None:
     }
     header = (
         f"{'docs':>11} {'engine':>6} {'wall s':>8} {'peak PSS MiB':>12} {'RSS sum MiB':>11} {'max RSS':>7} "
-        f"{'driver':>7} "
+        f"{'driver':>7} {'anon':>6} {'cgroup':>6} "
         f"{'signals s':>9} {'checks s':>8} {'exact':>9} {'near':>9}  load before/after"
     )
     print(header, flush=True)
@@ -300,7 +325,20 @@ def main() -> None:
         data = dataset(args.data_dir, n, args.seed)
         for engine in engines:
             with tempfile.TemporaryDirectory(prefix="curata-scale-run-", dir=args.data_dir) as tmp:
-                done = [audit_once(data, Path(tmp), engine, args.workers) for _ in range(runs)]
+                done = [
+                    audit_once(data, Path(tmp), engine, args.workers, args.memory_cap) for _ in range(runs)
+                ]
+            failed = [d for d in done if not d["completed"]]
+            if failed:
+                f = failed[0]
+                results["rows"].append({"docs": n, "engine": engine, **f})
+                print(
+                    f"{n:>11,} {engine:>6} killed under the {args.memory_cap} MiB cap "
+                    f"after {f['wall_s']:.1f} s (exit {f['returncode']}, {f['oom_kills']} OOM kills, "
+                    f"cgroup peak {f['cgroup_peak_mib']:,} MiB)",
+                    flush=True,
+                )
+                continue
             best = sorted(done, key=lambda d: d["wall_s"])[len(done) // 2]
             row = {
                 "docs": n,
@@ -311,6 +349,12 @@ def main() -> None:
                 "peak_rss_sum_mib": max(d["peak_rss_sum_mib"] for d in done),
                 "peak_process_rss_mib": max(d["peak_process_rss_mib"] for d in done),
                 "peak_driver_rss_mib": max(d["peak_driver_rss_mib"] for d in done),
+                "peak_anon_mib": max(d["peak_anon_mib"] for d in done),
+                **(
+                    {"cap_mib": args.memory_cap, "cgroup_peak_mib": max(d["cgroup_peak_mib"] for d in done)}
+                    if args.memory_cap
+                    else {}
+                ),
                 "timings": best["timings"],
                 "findings": best["findings"],
                 "check_seconds": best["check_seconds"],
@@ -323,14 +367,15 @@ def main() -> None:
             print(
                 f"{n:>11,} {engine:>6} {row['wall_s']:>8.1f} {row['peak_pss_mib']:>12,} "
                 f"{row['peak_rss_sum_mib']:>11,} {row['peak_process_rss_mib']:>7,} "
-                f"{row['peak_driver_rss_mib']:>7,} "
+                f"{row['peak_driver_rss_mib']:>7,} {row['peak_anon_mib']:>6,} "
+                f"{row.get('cgroup_peak_mib', '-'):>6} "
                 f"{t['signals_s']:>9.1f} {t['checks_s']:>8.1f} "
                 f"{row['findings']['exact_duplicate']:>9,} {row['findings']['near_duplicate']:>9,}  "
                 f"{done[0]['load_before']} / {done[-1]['load_after']}",
                 flush=True,
             )
     for engine in engines:
-        rows = [r for r in results["rows"] if r["engine"] == engine]
+        rows = [r for r in results["rows"] if r["engine"] == engine and r.get("completed", True)]
         if len(rows) >= 2:
             small, large = rows[0], rows[-1]
             ratio = large["wall_s"] / small["wall_s"]

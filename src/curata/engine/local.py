@@ -33,6 +33,32 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def die_with_parent(parent: int) -> None:
+    """Pool worker set-up: end this worker when the process that started it ends.
+
+    A pool's workers wait on a queue whose other ends their siblings also hold, so they do not
+    see their parent die: an audit killed from outside (out of memory, ``kill -9``) would leave
+    them waiting for ever, each holding its memory. On Linux the kernel sends them SIGKILL when
+    the parent ends (``PR_SET_PDEATHSIG``); elsewhere this does nothing. The kernel's "parent" is
+    the thread that started the worker: the one consuming ``map_batches``, which the pool does not
+    outlive.
+    """
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - no prctl in this libc
+        return
+    if os.getppid() != parent:  # the parent ended before the request was in place
+        os._exit(1)
+
+
 class LocalEngine:
     """Streams batches through ``workers`` processes; at most ``2 * workers`` batches in flight.
 
@@ -66,7 +92,9 @@ class LocalEngine:
                 return
             max_in_flight = 2 * self.workers
             pending: deque[Future[R]] = deque()
-            with ProcessPoolExecutor(max_workers=self.workers) as pool:
+            with ProcessPoolExecutor(
+                max_workers=self.workers, initializer=die_with_parent, initargs=(os.getpid(),)
+            ) as pool:
                 for batch in batches:
                     pending.append(pool.submit(fn, batch, *args))
                     if len(pending) >= max_in_flight:
