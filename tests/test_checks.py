@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -190,3 +191,55 @@ def test_hugging_face_image_dataset_dict(tmp_path: Path) -> None:
     assert found(result, "exact_duplicate") == {"6": "0"}
     assert found(result, "split_leakage") == {"6": "0"}
     assert found(result, "conflicting_labels") == {"6": "0"}
+
+
+def _duplicate_id_reference(ids: list[str]) -> list[tuple[str, int, list[int]]]:
+    """The duplicate-id findings as a dict of every id makes them: (id, row, rows of the id)."""
+    rows_by_id: dict[str, list[int]] = {}
+    for row, rid in enumerate(ids):
+        rows_by_id.setdefault(rid, []).append(row)
+    return [(rid, row, rows) for rid, rows in rows_by_id.items() if len(rows) > 1 for row in rows[1:]]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_duplicate_ids_found_by_sorting_equal_a_dict_of_every_id(tmp_path: Path, seed: int) -> None:
+    from curata.checks.base import Context
+    from curata.checks.integrity import DuplicateIdCheck, repeated_id_rows
+    from curata.io import read_dataset
+
+    rng = random.Random(seed)
+    ids = [f"id-{rng.randrange(300)}" for _ in range(500)] + ["", "z", "a"]
+    groups = repeated_id_rows(pa.array(ids))
+    assert [g.tolist() for g in groups] == [
+        rows
+        for _, rows in {rid: [r for r, x in enumerate(ids) if x == rid] for rid in dict.fromkeys(ids)}.items()
+        if len(rows) > 1
+    ]
+    table = pa.table({"id": [f"k{rng.randrange(40)}" for _ in range(120)], "text": ["t"] * 120})
+    pq.write_table(table, tmp_path / "d.parquet")
+    dataset = read_dataset(tmp_path / "d.parquet", id_column="id")
+    assert dataset.description["duplicate_ids"] > 0
+    findings = DuplicateIdCheck().run(Context(dataset=dataset, signals={})).to_pylist()
+    want = _duplicate_id_reference(table.column("id").to_pylist())
+    got = [(f["record_id"], json.loads(f["evidence"])["row"], f["message"]) for f in findings]
+    assert [(rid, row) for rid, row, _ in got] == [(rid, row) for rid, row, _ in want]
+    for (_, _, message), (rid, _, rows) in zip(got, want, strict=True):
+        assert message.startswith(f"id '{rid}' is used by {len(rows)} records (rows {rows[0]}, ")
+
+
+def test_record_ids_are_read_on_demand_and_equal_the_list(tmp_path: Path) -> None:
+    import numpy as np
+
+    from curata.checks.base import Context, RecordIds
+    from curata.io import read_dataset
+
+    values = [f"r{i}" for i in range(200_003)]
+    pq.write_table(pa.table({"id": values, "text": ["x"] * len(values)}), tmp_path / "d.parquet")
+    dataset = read_dataset(tmp_path / "d.parquet", id_column="id")
+    ids = Context(dataset=dataset, signals={}).record_ids
+    assert isinstance(ids, RecordIds) and not isinstance(ids, list)
+    assert len(ids) == len(values)
+    assert ids[0] == "r0" and ids[np.int64(123_456)] == "r123456" and ids[-1] == values[-1]
+    assert ids[10:13] == values[10:13]
+    assert list(ids) == values  # iteration crosses several slices
+    assert ids.take(np.array([5, 200_002, 0])) == ["r5", values[-1], "r0"]

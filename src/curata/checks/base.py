@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, overload
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +29,42 @@ FINDINGS_SCHEMA = pa.schema(
         ("evidence", pa.string()),
     ]
 )
+
+
+class RecordIds(Sequence[str]):
+    """The dataset's record ids, read from its Arrow array when asked for.
+
+    ``ids[row]`` is one id and ``ids.take(rows)`` several: a check looks up the ids of the records
+    it reports, and no Python list of every id is made (at ~65 bytes a string, that list would be
+    the largest object of an audit of millions of records). Iteration goes by slices.
+    """
+
+    _SLICE = 65_536
+
+    def __init__(self, array: pa.Array | pa.ChunkedArray) -> None:
+        self._array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+    @overload
+    def __getitem__(self, index: int | np.integer[Any]) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | np.integer[Any] | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [str(v) for v in self._array[index].to_pylist()]
+        return str(self._array[int(index)].as_py())
+
+    def __iter__(self) -> Iterator[str]:
+        for start in range(0, len(self._array), self._SLICE):
+            yield from (str(v) for v in self._array.slice(start, self._SLICE).to_pylist())
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> list[str]:
+        """The ids of ``rows``, in their order."""
+        return [str(v) for v in self._array.take(pa.array(np.asarray(rows, dtype=np.int64))).to_pylist()]
 
 
 @dataclass
@@ -127,11 +163,11 @@ class Context:
     cache: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def record_ids(self) -> list[str]:
-        """Record ids as Python strings, aligned with rows."""
+    def record_ids(self) -> RecordIds:
+        """Record ids aligned with rows, read on demand (no list of every id is made)."""
         if "record_ids" not in self.cache:
-            self.cache["record_ids"] = self.dataset.record_ids.to_pylist()
-        ids: list[str] = self.cache["record_ids"]
+            self.cache["record_ids"] = RecordIds(self.dataset.record_ids)
+        ids: RecordIds = self.cache["record_ids"]
         return ids
 
     def shared(self, key: str, compute: Callable[[], Any]) -> Any:

@@ -150,11 +150,7 @@ FINDINGS_CHUNK = 100_000
 
 def _record_ids(context: Context, rows: np.ndarray) -> list[str]:
     """Record ids of ``rows`` (taken from the Arrow column, never the whole list at once)."""
-    ids = context.cache.get("record_ids")
-    if ids is not None:
-        return [ids[int(r)] for r in rows]
-    ids_of_rows: list[str] = context.dataset.record_ids.take(pa.array(rows, pa.int64())).to_pylist()
-    return ids_of_rows
+    return context.record_ids.take(rows)
 
 
 def _findings(

@@ -8,6 +8,7 @@ every rule it breaks, worst first.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -482,7 +483,7 @@ class LowQualityCheck(Check):
 
 def _findings(
     check: str,
-    ids: list[str],
+    ids: Sequence[str],
     metrics: Signals,
     names: tuple[str, ...],
     found: _Rows,
