@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -650,3 +651,16 @@ def test_wrong_types_are_reported_per_record(tmp_path: Path) -> None:
 def test_a_genuinely_mixed_column_is_not_a_type_error(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "d.jsonl", [{"v": 1}, {"v": "x"}, {"v": 2}, {"v": "y"}])
     assert "wrong_types" not in read_dataset(tmp_path / "d.jsonl").description
+
+
+def test_labels_and_splits_map_each_distinct_value_once_and_keep_nulls(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    labels = [None if x == 0 else int(x) for x in rng.integers(0, 5, 1_000)]
+    splits = [None if x == 4 else ["train", " Test ", "validation", ""][x] for x in rng.integers(0, 5, 1_000)]
+    table = pa.table({"text": ["t"] * 1_000, "label": pa.array(labels, pa.int64()), "split": splits})
+    pq.write_table(table, tmp_path / "d.parquet")
+    ds = read_dataset(tmp_path / "d.parquet", label_column="label", split_column="split")
+    assert ds.labels() == [None if v is None else str(v) for v in labels]
+    canonical = {"train": "train", " Test ": "test", "validation": "val", "": None, None: None}
+    assert ds.splits() == [canonical[v] for v in splits]
+    assert all(type(v) is str for v in ds.labels() if v is not None)

@@ -269,6 +269,8 @@ def _map_distinct(col: pa.ChunkedArray, fn: Callable[[object], str | None]) -> l
     import pyarrow.compute as pc
 
     encoded = pc.dictionary_encode(col).combine_chunks()
-    mapped = [fn(v) for v in encoded.dictionary.to_pylist()]
-    indices = encoded.indices.to_pylist()
-    return [None if i is None else mapped[i] for i in indices]
+    mapped = np.array([*(fn(v) for v in encoded.dictionary.to_pylist()), None], dtype=object)
+    # Indices as numpy (a null points at the trailing None): no Python int per row on the way.
+    indices = pc.fill_null(encoded.indices, len(mapped) - 1).to_numpy(zero_copy_only=False)
+    values: list[str | None] = mapped[indices].tolist()
+    return values
