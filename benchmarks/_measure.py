@@ -87,6 +87,8 @@ class Measure:
     peak_main_rss_mib: float = 0.0
     #: Sum of anonymous RSS over the tree (memory-mapped files left out).
     peak_anon_mib: float = 0.0
+    #: Anonymous RSS of the command's own process (the driver's private memory under Ray).
+    peak_main_anon_mib: float = 0.0
 
 
 def run_measured(
@@ -106,7 +108,7 @@ def run_measured(
     proc = subprocess.Popen(
         list(cmd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=preexec_fn
     )
-    peak_rss = peak_pss = peak_one = peak_main = peak_anon = 0
+    peak_rss = peak_pss = peak_one = peak_main = peak_anon = peak_main_anon = 0
     page = os.sysconf("SC_PAGE_SIZE")
     while proc.poll() is None:
         rss, pss, one, anon = _tree_memory_bytes(proc.pid)
@@ -114,6 +116,7 @@ def run_measured(
         peak_anon = max(peak_anon, anon)
         with contextlib.suppress(OSError, IndexError, ValueError):
             peak_main = max(peak_main, int(Path(f"/proc/{proc.pid}/statm").read_text().split()[1]) * page)
+            peak_main_anon = max(peak_main_anon, _anon_bytes(proc.pid))
         time.sleep(poll_s)
     wall = time.perf_counter() - start
     if proc.returncode not in (0, 1) and not allow_failure:
@@ -127,6 +130,7 @@ def run_measured(
         peak_one / 2**20,
         peak_main / 2**20,
         peak_anon / 2**20,
+        peak_main_anon / 2**20,
     )
 
 
@@ -175,9 +179,20 @@ class MemoryCap:
         return 0
 
     def remove(self) -> None:
-        """Delete the cgroup (once its processes have ended)."""
-        with contextlib.suppress(OSError):
-            self.path.rmdir()
+        """Delete the cgroup, first killing what is left in it (e.g. workers of a killed run)."""
+        for _ in range(50):
+            with contextlib.suppress(OSError):
+                left = [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
+                for pid in left:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, 9)
+            try:
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.1)
 
 
 @contextlib.contextmanager

@@ -15,10 +15,15 @@ Measured: ``curata audit DATA --checks exact_duplicate,near_duplicate`` as a sub
 (fresh workspace: a cold audit), wall time and peak PSS / RSS of the process tree (sampled every
 200 ms): the PSS sum, the RSS sum, the largest RSS of one process (``max RSS``: under Ray often a
 worker, whose RSS counts the object-store pages it maps) and the RSS of the audit's own process
-(``driver``), with ``--engine local`` and, with ``--with-ray`` when the Ray engine exists,
-``--engine ray``. Prints a table and time(largest)/time(smallest); writes ``benchmarks/results/scale.json``.
+(``driver``), and anonymous RSS (heap, not memory-mapped files) of the driver (``drv anon``) and
+summed over the tree (``anon sum``: copy-on-write pages of forked workers count once per process),
+with ``--engine local`` and, with ``--with-ray`` when the Ray engine exists, ``--engine ray``.
+``--memory-cap MIB`` runs each audit inside a memory cgroup of MIB MiB (page cache included;
+needs root): the kernel reclaims file pages to stay under it and kills the run when its anonymous
+memory does not fit; ``cgroup`` is the most the cgroup held. Prints a table and
+time(largest)/time(smallest); writes ``benchmarks/results/scale.json``.
 
-    python benchmarks/bench_scale.py [--sizes 1M 3M 10M] [--runs 1] [--with-ray] [--quick]
+    python benchmarks/bench_scale.py [--sizes 1M 3M 10M] [--runs 1] [--with-ray] [--quick] [--memory-cap MIB]
 """
 
 from __future__ import annotations
@@ -266,6 +271,7 @@ def audit_once(
         "peak_rss_sum_mib": round(m.peak_rss_mib),
         "peak_process_rss_mib": round(m.peak_max_rss_mib),
         "peak_driver_rss_mib": round(m.peak_main_rss_mib),
+        "peak_driver_anon_mib": round(m.peak_main_anon_mib),
         "peak_anon_mib": round(m.peak_anon_mib),
         "load_before": load_before,
         "load_after": loadavg(),
@@ -317,7 +323,7 @@ def main() -> None:
     }
     header = (
         f"{'docs':>11} {'engine':>6} {'wall s':>8} {'peak PSS MiB':>12} {'RSS sum MiB':>11} {'max RSS':>7} "
-        f"{'driver':>7} {'anon':>6} {'cgroup':>6} "
+        f"{'driver':>7} {'drv anon':>8} {'anon sum':>8} {'cgroup':>6} "
         f"{'signals s':>9} {'checks s':>8} {'exact':>9} {'near':>9}  load before/after"
     )
     print(header, flush=True)
@@ -350,6 +356,7 @@ def main() -> None:
                 "peak_process_rss_mib": max(d["peak_process_rss_mib"] for d in done),
                 "peak_driver_rss_mib": max(d["peak_driver_rss_mib"] for d in done),
                 "peak_anon_mib": max(d["peak_anon_mib"] for d in done),
+                "peak_driver_anon_mib": max(d["peak_driver_anon_mib"] for d in done),
                 **(
                     {"cap_mib": args.memory_cap, "cgroup_peak_mib": max(d["cgroup_peak_mib"] for d in done)}
                     if args.memory_cap
@@ -367,7 +374,8 @@ def main() -> None:
             print(
                 f"{n:>11,} {engine:>6} {row['wall_s']:>8.1f} {row['peak_pss_mib']:>12,} "
                 f"{row['peak_rss_sum_mib']:>11,} {row['peak_process_rss_mib']:>7,} "
-                f"{row['peak_driver_rss_mib']:>7,} {row['peak_anon_mib']:>6,} "
+                f"{row['peak_driver_rss_mib']:>7,} {row['peak_driver_anon_mib']:>8,} "
+                f"{row['peak_anon_mib']:>8,} "
                 f"{row.get('cgroup_peak_mib', '-'):>6} "
                 f"{t['signals_s']:>9.1f} {t['checks_s']:>8.1f} "
                 f"{row['findings']['exact_duplicate']:>9,} {row['findings']['near_duplicate']:>9,}  "

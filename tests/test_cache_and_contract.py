@@ -229,3 +229,68 @@ def test_many_findings_wait_in_a_memory_mapped_file(tmp_path: Path, monkeypatch:
     }
     assert pq.read_table(tmp_path / "o2" / "findings.parquet").equals(held.findings)
     assert not any((tmp_path / "ws" / "tmp").iterdir())  # the spill files are already unlinked
+
+
+def _labelled_rows(seed: int) -> list[dict[str, object]]:
+    rng = random.Random(seed)
+    base = [random_text(rng, 25) for _ in range(30)]
+    texts = base + base[:8] + [edit_words(t, rng, 1) for t in base[8:16]] + ["", "   "]
+    return [
+        {
+            "id": f"r{i % 50}",  # a few ids repeat
+            "text": t,
+            "label": rng.choice(["cat", "dog", None]),
+            "split": rng.choice(["train", "test", "validation"]),
+        }
+        for i, t in enumerate(texts)
+    ]
+
+
+def test_map_to_file_keeps_values_and_moves_every_column_to_a_mapped_file(tmp_path: Path) -> None:
+    from curata import outofcore
+    from curata.dataset import map_to_file
+    from curata.io import read_dataset
+
+    rows = [{**r, "id": f"k{i}"} for i, r in enumerate(_labelled_rows(1))]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet", row_group_size=10)
+    ds = read_dataset(tmp_path / "d.parquet", id_column="id", label_column="label", split_column="split")
+    mapped = map_to_file(ds, tmp_path / "tmp")
+    assert mapped.table.equals(ds.table) and mapped.table.schema.equals(ds.table.schema)
+    assert mapped.record_ids.equals(ds.record_ids) and mapped.num_rows == ds.num_rows
+    assert mapped.labels() == ds.labels() and mapped.splits() == ds.splits()
+    assert not outofcore.is_mapped(ds.table) and not outofcore.is_mapped(ds.record_ids)
+    assert outofcore.is_mapped(mapped.table) and outofcore.is_mapped(mapped.record_ids)
+    # The id column holds the record ids themselves (one copy), as before the move.
+    assert mapped.table.column("id").chunk(0).buffers()[2].address == mapped.record_ids.buffers()[2].address
+    assert not any((tmp_path / "tmp").iterdir())  # unlinked at once
+
+
+def test_audit_over_mapped_records_equals_the_in_memory_audit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    from curata import dataset as dataset_module
+
+    audit_module = importlib.import_module("curata.audit")  # the module (curata.audit is the function)
+
+    data = write_parquet(tmp_path / "d.parquet", _labelled_rows(2))
+    held = audit(data, tmp_path / "o1", workers=1, workspace=tmp_path / "ws")
+    moved: list[int] = []
+    original = dataset_module.map_to_file
+
+    def counted(ds: Any, folder: Any) -> Any:
+        moved.append(ds.num_rows)
+        return original(ds, folder)
+
+    monkeypatch.setattr(audit_module, "MAP_RECORDS_ROWS", 1)
+    monkeypatch.setattr(audit_module, "map_to_file", counted)
+    mapped = audit(data, tmp_path / "o2", workers=1, workspace=tmp_path / "ws")
+    assert moved == [len(_labelled_rows(2))]
+    ran = {k for k, v in held.report["checks"].items() if v["status"] == "ok"}
+    assert {"duplicate_id", "exact_duplicate", "near_duplicate", "conflicting_labels", "split_leakage"} <= ran
+    assert held.findings.num_rows > 0 and mapped.findings.equals(held.findings)
+    assert mapped.report["checks"] == {
+        name: {**entry, "seconds": mapped.report["checks"][name]["seconds"]}
+        for name, entry in held.report["checks"].items()
+    }

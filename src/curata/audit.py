@@ -25,7 +25,7 @@ from curata.checks.contamination import ContaminationSettings
 from curata.checks.embedding import MIN_OOD_REFERENCE, ModelCheckSettings
 from curata.checks.groups import workspace_temp
 from curata.checks.semantic import SemanticSettings
-from curata.dataset import Dataset
+from curata.dataset import Dataset, map_to_file
 from curata.engine import get_engine
 from curata.errors import CheckFailedError, ConfigError, InputError
 from curata.io import read_dataset
@@ -39,6 +39,9 @@ from curata.signals.pipeline import Signals, SignalSettings, compute_signals
 
 FailOn = Literal["error", "warning", "info"]
 REPORT_FILES = ("findings.parquet", "report.json", "report.html")
+#: Records from which the data's own columns (ids, labels, splits...) are kept in memory-mapped
+#: files in the workspace for the run, not in memory (see ``curata.dataset.map_to_file``).
+MAP_RECORDS_ROWS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,9 @@ def audit(
     step("computing signals")
     eng = get_engine(engine, workers, address=ray_address)
     workspace_dir = Path(workspace) if workspace else out.resolve().parent / ".curata"
+    if dataset.num_rows >= MAP_RECORDS_ROWS:
+        dataset = map_to_file(dataset, workspace_dir / "tmp")
+        pa.default_memory_pool().release_unused()
     cache = SignalCache(workspace_dir)
     signals = compute_signals(dataset, eng, settings.signals, cache, label="data")
     ref_signals = [

@@ -274,3 +274,47 @@ def _map_distinct(col: pa.ChunkedArray, fn: Callable[[object], str | None]) -> l
     indices = pc.fill_null(encoded.indices, len(mapped) - 1).to_numpy(zero_copy_only=False)
     values: list[str | None] = mapped[indices].tolist()
     return values
+
+
+def _same_values_buffer(column: pa.ChunkedArray, ids: pa.Array) -> bool:
+    """Whether ``column`` is ``ids`` itself (one chunk on the same data buffer, as
+    ``curata.io.roles`` makes a string id column that holds the record ids)."""
+    if column.num_chunks != 1 or column.type != ids.type or len(column) != len(ids):
+        return False
+    chunk = column.chunk(0)
+    ours, theirs = chunk.buffers(), ids.buffers()
+    return (
+        chunk.offset == ids.offset
+        and len(ours) == len(theirs)
+        and all(
+            (a is None and b is None) or (a is not None and b is not None and a.address == b.address)
+            for a, b in zip(ours, theirs, strict=True)
+        )
+    )
+
+
+def map_to_file(dataset: Dataset, folder: Path | None) -> Dataset:
+    """``dataset`` with its table (every column but streamed content) and its record ids moved to
+    memory-mapped Arrow files in ``folder`` (the system's temporary folder when None).
+
+    The columns are then pages of files that the system reads when they are used and may drop
+    again, not memory the run holds: a run over millions of records keeps its ids, labels and
+    splits on disk, as it does its signals. The files are unlinked at once (the mappings keep
+    their data while the dataset lives). Values, types and row order are unchanged.
+    """
+    from dataclasses import replace
+
+    from curata import outofcore
+
+    ids = dataset.record_ids
+    mapped_ids = outofcore.spill_table([pa.table({"id": ids})], pa.schema([("id", ids.type)]), folder).column(
+        0
+    )
+    id_array = mapped_ids.chunk(0) if mapped_ids.num_chunks == 1 else mapped_ids.combine_chunks()
+    table = dataset.table
+    shared = [i for i, c in enumerate(table.columns) if _same_values_buffer(c, ids)]
+    rest = table.drop_columns([table.column_names[i] for i in shared])
+    mapped = outofcore.spill_table([rest], rest.schema, folder) if rest.num_columns else rest
+    for i in shared:
+        mapped = mapped.add_column(i, table.field(i), pa.chunked_array([id_array]))
+    return replace(dataset, table=mapped.replace_schema_metadata(table.schema.metadata), record_ids=id_array)
