@@ -664,3 +664,18 @@ def test_labels_and_splits_map_each_distinct_value_once_and_keep_nulls(tmp_path:
     canonical = {"train": "train", " Test ": "test", "validation": "val", "": None, None: None}
     assert ds.splits() == [canonical[v] for v in splits]
     assert all(type(v) is str for v in ds.labels() if v is not None)
+
+
+def test_duplicate_ids_counted_by_duckdb_past_chunk_rows_equal_arrow(tmp_path: Path) -> None:
+    from curata import outofcore
+
+    rng = np.random.default_rng(4)
+    ids = [f"k{x}" for x in rng.integers(0, 60, 200)] + ["", ""]  # empty ids become row numbers
+    pq.write_table(pa.table({"id": ids, "text": ["t"] * len(ids)}), tmp_path / "d.parquet")
+    in_memory = read_dataset(tmp_path / "d.parquet", id_column="id")
+    with outofcore.configured(chunk_rows=16, temp_directory=tmp_path / "tmp"):
+        by_duckdb = read_dataset(tmp_path / "d.parquet", id_column="id")
+    expected = len(ids) - len(set(in_memory.record_ids.to_pylist()))
+    assert expected > 100
+    assert in_memory.description["duplicate_ids"] == by_duckdb.description["duplicate_ids"] == expected
+    assert not any((tmp_path / "tmp").iterdir())  # DuckDB's folder is removed
