@@ -282,15 +282,11 @@ def _same_values_buffer(column: pa.ChunkedArray, ids: pa.Array) -> bool:
     if column.num_chunks != 1 or column.type != ids.type or len(column) != len(ids):
         return False
     chunk = column.chunk(0)
-    ours, theirs = chunk.buffers(), ids.buffers()
-    return (
-        chunk.offset == ids.offset
-        and len(ours) == len(theirs)
-        and all(
-            (a is None and b is None) or (a is not None and b is not None and a.address == b.address)
-            for a, b in zip(ours, theirs, strict=True)
-        )
-    )
+
+    def addresses(arr: pa.Array) -> list[int | None]:
+        return [None if b is None else b.address for b in arr.buffers()]
+
+    return chunk.offset == ids.offset and addresses(chunk) == addresses(ids)
 
 
 def map_to_file(dataset: Dataset, folder: Path | None) -> Dataset:
@@ -307,9 +303,8 @@ def map_to_file(dataset: Dataset, folder: Path | None) -> Dataset:
     from curata import outofcore
 
     ids = dataset.record_ids
-    mapped_ids = outofcore.spill_table([pa.table({"id": ids})], pa.schema([("id", ids.type)]), folder).column(
-        0
-    )
+    id_table = pa.table({"id": ids})
+    mapped_ids = outofcore.spill_table([id_table], id_table.schema, folder).column(0)
     id_array = mapped_ids.chunk(0) if mapped_ids.num_chunks == 1 else mapped_ids.combine_chunks()
     table = dataset.table
     shared = [i for i, c in enumerate(table.columns) if _same_values_buffer(c, ids)]

@@ -182,15 +182,16 @@ def duckdb_connection(settings: OutOfCoreSettings, step: str) -> Iterator[tuple[
 def distinct_count(values: pa.ChunkedArray | pa.Array, settings: OutOfCoreSettings | None = None) -> int:
     """How many distinct values (null counts as one) ``values`` holds.
 
-    Up to ``chunk_rows`` values, by Arrow in memory; past it, by DuckDB within its memory limit
-    (spilling to disk): a hash table of millions of strings in Arrow costs ~150 bytes a value.
+    Up to ``chunk_rows`` values, by Arrow in memory (``unique``, several times faster than
+    ``count_distinct`` on strings); past it, by DuckDB within its memory limit (spilling to disk):
+    a hash table of millions of strings in Arrow costs ~150 bytes a value.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
     settings = settings or current()
     if len(values) <= settings.chunk_rows:
-        return int(pc.count_distinct(values, mode="all").as_py())
+        return len(pc.unique(values))
     table = pa.table({"v": values})
     with duckdb_connection(settings, "distinct") as (con, _):
         con.register("t", table)

@@ -330,13 +330,8 @@ def _record_ids(table: pa.Table, id_column: str | None, fallback: str | None) ->
     null_ids = int(pc.sum(missing).as_py() or 0)
     if null_ids:
         ids = pc.if_else(missing, row_numbers(), ids)
-    # pc.unique is several times faster than pc.count_distinct on large string arrays; past
-    # ``chunk_rows`` ids DuckDB counts them within its memory limit (Arrow's hash table of every
-    # id would be the largest object of the read: ~50 bytes an id).
-    if n <= outofcore.current().chunk_rows:
-        duplicates = n - len(pc.unique(ids))
-    else:
-        duplicates = n - outofcore.distinct_count(ids)
+    # Past ``chunk_rows`` ids DuckDB counts them, within its memory limit.
+    duplicates = n - outofcore.distinct_count(ids)
     return ids, null_ids, duplicates
 
 
