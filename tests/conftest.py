@@ -140,6 +140,8 @@ def write_image_folder(root: Path, layout: dict[str, bytes]) -> Path:
 RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 if importlib.util.find_spec("ray") is not None:
     os.environ.update(RAY_AUTH)
+    # Tests are offline: no usage-statistics report (whose failing thread prints at exit).
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def free_port() -> int:

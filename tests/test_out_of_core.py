@@ -373,3 +373,91 @@ def test_a_mapped_table_holds_pages_only_while_they_are_read(tmp_path: Path) -> 
     gc.collect()
     assert len(outofcore._MAPPINGS) == registered - 1  # the mapping left the registry with its table
     assert _resident_kib(path) == 0
+
+
+def _labelled_context(tmp_path: Path, seed: int, name: str) -> Context:
+    """Exact and near copies with labels and splits drawn at random (conflicts and leakage)."""
+    rng = random.Random(seed)
+    base = [random_text(rng, 30) for _ in range(80)]
+    texts = base + [edit_words(t, rng, 1) for t in base[:30]] + [t.upper() for t in base[20:45]] + ["", ""]
+    rng.shuffle(texts)
+    rows = [
+        {"id": f"r{i}", "text": t, "label": rng.choice("abc"), "split": rng.choice(["train", "val", "test"])}
+        for i, t in enumerate(texts)
+    ]
+    data = read_dataset(write_parquet(tmp_path / f"{name}.parquet", rows))
+    engine = LocalEngine(workers=1)
+    settings = SignalSettings()
+    return Context(
+        dataset=data,
+        signals={"data": compute_signals(data, engine, settings)},
+        settings={"signals": settings, "engine": engine, "workspace": tmp_path / name},
+    )
+
+
+def reference_clusters(context: Context) -> np.ndarray:
+    """A cluster per row as the former whole-dataset implementation made it: components over
+    every row, each labelled by its member of lowest rank (-1 for rows left out)."""
+    exact = np.asarray(shared_exact(context).group)
+    near = shared_near(context)
+    n = len(exact)
+    rows = np.arange(n)
+    members = exact >= 0
+    pairs = np.stack([exact[members], rows[members]], axis=1)
+    pairs = np.concatenate([pairs[pairs[:, 0] != pairs[:, 1]], near.pairs.reshape(-1, 2)])
+    labels = connected_labels(n, pairs)
+    rank = np.asarray(shared_rank(context))
+    best = np.full(n, n, dtype=np.int64)
+    np.minimum.at(best, labels, rank)
+    order = np.argsort(rank, kind="stable")
+    return np.where(members, order[np.minimum(best[labels], n - 1)], -1)
+
+
+def test_representative_rank_in_chunks_is_the_split_then_row_order(tmp_path: Path) -> None:
+    rng = random.Random(4)
+    splits = [rng.choice(["train", "validation", "test", "dev", None, "holdout"]) for _ in range(257)]
+    rows = [{"id": f"r{i}", "text": "x", "split": s} for i, s in enumerate(splits)]
+    data = read_dataset(write_parquet(tmp_path / "s.parquet", rows))
+    order = sorted(
+        range(len(rows)),
+        key=lambda r: (
+            groups.SPLIT_ORDER.get(data.splits()[r] or "", 1) if data.splits()[r] is not None else 3,
+            r,
+        ),
+    )
+    expected = np.empty(len(rows), np.int64)
+    expected[order] = np.arange(len(rows))
+    assert np.array_equal(groups.representative_rank(data), expected)
+    with outofcore.configured(temp_directory=tmp_path / "t", chunk_rows=10, **FORCE_DUCKDB):
+        spilled = groups.representative_rank(data)
+    assert isinstance(spilled, np.memmap)
+    assert np.array_equal(spilled, expected)
+
+
+def test_cross_record_index_spilled_in_chunks_equals_the_in_memory_one(tmp_path: Path) -> None:
+    """Past ``max_in_memory_rows`` the per-record arrays (rank, valid flags, exact groups,
+    representatives) are file-backed and made in chunks; clusters hold only duplicate rows; every
+    duplicate check finds the same, and the clusters equal the whole-dataset computation."""
+    from curata.checks.duplicates import ConflictingLabelsCheck, SplitLeakageCheck
+
+    checks = [ExactDuplicateCheck(), NearDuplicateCheck(), ConflictingLabelsCheck(), SplitLeakageCheck()]
+    memory = _labelled_context(tmp_path, 5, "m")
+    expected = [c.run(memory).sort_by("record_id") for c in checks]
+    assert all(t.num_rows > 0 for t in expected)
+    clusters = groups.shared_clusters(memory)
+    n = memory.dataset.num_rows
+    assert len(clusters.rows) < n  # only rows in some duplicate cluster
+    assert np.array_equal(clusters.cluster_of(np.arange(n)), reference_clusters(memory))
+
+    with outofcore.configured(chunk_rows=7, **FORCE_DUCKDB):
+        spilled = _labelled_context(tmp_path, 5, "s")
+        got = [c.run(spilled).sort_by("record_id") for c in checks]
+        exact = shared_exact(spilled)
+        for arr in (exact.group, exact.representatives(), shared_rank(spilled)):
+            assert isinstance(arr, np.memmap)
+    for want, have in zip(expected, got, strict=True):
+        assert have.equals(want)
+    assert np.array_equal(
+        groups.shared_clusters(spilled).cluster_of(np.arange(n)), reference_clusters(memory)
+    )
+    assert not any((tmp_path / "s" / "tmp").iterdir())  # nothing left behind but unlinked files

@@ -50,6 +50,8 @@ __all__ = [
     "release",
     "release_mapped",
     "release_rows",
+    "row_array",
+    "row_chunks",
     "spill_array",
     "spill_table",
     "use_returning_memory_pool",
@@ -227,6 +229,27 @@ def spill_array(shape: tuple[int, ...], dtype: Any, settings: OutOfCoreSettings 
         os.close(fd)
         os.unlink(name)
     return arr
+
+
+def row_array(n: int, dtype: Any, settings: OutOfCoreSettings | None = None) -> np.ndarray:
+    """A zeroed array of ``n`` rows for a per-row index of a cross-record step (a group, a rank, a
+    flag per record).
+
+    Up to ``max_in_memory_rows`` rows an ordinary array; past it a :func:`spill_array`, which the
+    steps fill and read in chunks of ``chunk_rows`` (:func:`row_chunks`), handing each chunk's pages
+    back (:func:`release_rows`): what they hold then depends on the chunk size, not on ``n``.
+    """
+    settings = settings or current()
+    if n <= settings.max_in_memory_rows:
+        return np.zeros(n, dtype=dtype)
+    return spill_array((n,), dtype, settings)
+
+
+def row_chunks(n: int, settings: OutOfCoreSettings | None = None) -> Iterator[tuple[int, int]]:
+    """``(lo, hi)`` bounds of consecutive chunks of at most ``chunk_rows`` rows covering ``0..n``."""
+    step = (settings or current()).chunk_rows
+    for lo in range(0, n, step):
+        yield lo, min(n, lo + step)
 
 
 def release_rows(arr: np.ndarray, lo: int, hi: int) -> None:

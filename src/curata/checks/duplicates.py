@@ -41,20 +41,18 @@ class ExactDuplicateCheck(Check):
     def run(self, context: Context) -> pa.Table:
         """One row per member of a duplicate group other than its first record."""
         exact = shared_exact(context)
-        group = exact.group
-        rows = np.flatnonzero((group >= 0) & (group != np.arange(len(group))))
+        rows, reps = exact.duplicates()
         if len(rows) == 0:
             return empty_findings()
-        reps = group[rows]
-        sizes = np.bincount(group[group >= 0], minlength=len(group))
-        # One key lookup per group, not per row.
-        uniq, inverse = np.unique(reps, return_inverse=True)
+        # One key lookup per group, not per row; a group's size is its copies plus its first row.
+        uniq, inverse, copies = np.unique(reps, return_inverse=True, return_counts=True)
+        group_size = copies + 1
         gids = np.array([f"exact-{exact.key(int(r))[:16]}" for r in uniq.tolist()], dtype=object)
         what = "text" if context.dataset.modality == "text" else "pixels"
 
         def chunk(lo: int, hi: int) -> pa.Table:
             ids, rel = _record_ids(context, rows[lo:hi]), _record_ids(context, reps[lo:hi])
-            size = sizes[reps[lo:hi]].tolist()
+            size = group_size[inverse[lo:hi]].tolist()
             return _findings(
                 self.name,
                 ids,

@@ -35,8 +35,45 @@ class ExactGroups:
         return str(value or "")
 
     def representatives(self) -> np.ndarray:
-        """Rows that represent their group (first row), including singletons."""
-        return np.flatnonzero(self.group == np.arange(len(self.group)))
+        """Rows that represent their group (first row), including singletons, ascending.
+
+        Read and written chunk by chunk: an ``outofcore.row_array`` (file-backed past
+        ``max_in_memory_rows`` rows).
+        """
+        from curata import outofcore
+
+        group = self.group
+        chunks = list(outofcore.row_chunks(len(group)))
+        counts = []
+        for lo, hi in chunks:
+            counts.append(int(np.count_nonzero(group[lo:hi] == np.arange(lo, hi))))
+            outofcore.release_rows(group, lo, hi)
+        reps = outofcore.row_array(sum(counts), np.int64)
+        at = 0
+        for (lo, hi), count in zip(chunks, counts, strict=True):
+            reps[at : at + count] = lo + np.flatnonzero(group[lo:hi] == np.arange(lo, hi))
+            outofcore.release_rows(group, lo, hi)
+            outofcore.release_rows(reps, at, at + count)
+            at += count
+        return reps
+
+    def duplicates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, representatives) of every row in a group of two or more but not its representative,
+        ascending by row: as many as there are exact copies, whatever the number of records."""
+        from curata import outofcore
+
+        group = self.group
+        rows: list[np.ndarray] = []
+        reps: list[np.ndarray] = []
+        for lo, hi in outofcore.row_chunks(len(group)):
+            part = np.asarray(group[lo:hi])
+            hit = np.flatnonzero((part >= 0) & (part != np.arange(lo, hi)))
+            rows.append(lo + hit)
+            reps.append(part[hit])
+            outofcore.release_rows(group, lo, hi)
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(rows).astype(np.int64), np.concatenate(reps).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -49,12 +86,17 @@ class NearPairs:
 
 @dataclass(frozen=True)
 class DuplicateClusters:
-    """Clusters joining exact and near duplicates: ``cluster[row]`` is the cluster's representative.
+    """Clusters joining exact and near duplicates, over the rows in some cluster of two or more.
 
-    Near pairs are kept as two compact arrays (sorted ``a * n + b`` codes and their similarity),
-    not a dict of Python tuples, which would cost ~200 bytes a pair.
+    ``rows`` (ascending) are those rows and ``cluster`` their cluster's representative (its row of
+    lowest rank); every other valid row is a cluster of its own. Near pairs are kept as two compact
+    arrays (sorted ``a * n + b`` codes and their similarity), not a dict of Python tuples, which
+    would cost ~200 bytes a pair. Nothing here has a row per record except ``exact_group`` (an
+    ``outofcore.row_array``).
     """
 
+    n: int
+    rows: np.ndarray
     cluster: np.ndarray
     exact_group: np.ndarray
     near_codes: np.ndarray
@@ -62,15 +104,26 @@ class DuplicateClusters:
     chain_similarity: float
 
     def members(self) -> dict[int, np.ndarray]:
-        """Rows of every cluster with two or more members, keyed by its first row."""
+        """Rows of every cluster with two or more members, keyed by its representative."""
         order = np.argsort(self.cluster, kind="stable")
         sorted_ids = self.cluster[order]
         starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
         ends = np.r_[starts[1:], len(order)]
         out: dict[int, np.ndarray] = {}
         for s, e in zip(starts, ends, strict=True):
-            if e - s > 1 and sorted_ids[s] >= 0:
-                out[int(sorted_ids[s])] = np.sort(order[s:e])
+            if e - s > 1:
+                out[int(sorted_ids[s])] = self.rows[np.sort(order[s:e])]
+        return out
+
+    def cluster_of(self, rows: np.ndarray) -> np.ndarray:
+        """The cluster (representative row) of each of ``rows``: the row itself when it is in no
+        cluster of two or more, -1 for rows left out of duplicate detection (empty, unreadable)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.where(np.asarray(self.exact_group[rows]) >= 0, rows, -1)
+        if len(self.rows):
+            pos = np.minimum(np.searchsorted(self.rows, rows), len(self.rows) - 1)
+            hit = self.rows[pos] == rows
+            out[hit] = self.cluster[pos[hit]]
         return out
 
     def pair_similarity(self, a: int, b: int) -> float:
@@ -81,7 +134,7 @@ class DuplicateClusters:
         ra, rb = int(self.exact_group[a]), int(self.exact_group[b])
         if ra == rb:
             return 1.0
-        code = min(ra, rb) * len(self.cluster) + max(ra, rb)
+        code = min(ra, rb) * self.n + max(ra, rb)
         i = int(np.searchsorted(self.near_codes, code))
         if i < len(self.near_codes) and int(self.near_codes[i]) == code:
             return float(self.near_similarity[i])
@@ -107,11 +160,26 @@ def verify_chunks(cand: np.ndarray, n_chars: np.ndarray) -> list[slice]:
 
 
 def valid_content_mask(signals: Signals) -> np.ndarray:
-    """Rows whose content can be compared (non-empty text, decodable non-empty image)."""
-    if signals.modality == "text":
-        return np.asarray(signals.column("n_chars").to_numpy(zero_copy_only=False)) > 0
-    ok = np.asarray(signals.column("error").is_null())
-    return ok
+    """Rows whose content can be compared (non-empty text, decodable non-empty image).
+
+    Made chunk by chunk into an ``outofcore.row_array`` (file-backed past ``max_in_memory_rows``).
+    """
+    from curata import outofcore
+
+    column = signals.column("n_chars" if signals.modality == "text" else "error")
+    mask = outofcore.row_array(len(column), bool)
+    offset = 0
+    for piece in column.chunks:
+        for lo, hi in outofcore.row_chunks(len(piece)):
+            part = piece.slice(lo, hi - lo)
+            if signals.modality == "text":
+                flags = np.asarray(part.to_numpy(zero_copy_only=False)) > 0
+            else:
+                flags = np.asarray(part.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+            mask[offset + lo : offset + hi] = flags
+            outofcore.release_rows(mask, offset + lo, offset + hi)
+        offset += len(piece)
+    return mask
 
 
 def exact_key_column(signals: Signals) -> pa.ChunkedArray:
@@ -138,16 +206,37 @@ def representative_rank(dataset: Dataset) -> np.ndarray:
     """A rank per row: records of earlier splits (train, then val, then test) first, then row order.
 
     Representatives of duplicate groups are chosen by this rank, so the later copy (e.g. the test
-    record) is the one reported.
+    record) is the one reported. A stable counting sort made chunk by chunk into an
+    ``outofcore.row_array`` (file-backed past ``max_in_memory_rows`` rows).
     """
+    from curata import outofcore
+
     n = dataset.num_rows
+    rank = outofcore.row_array(n, np.int64)
     splits = dataset.splits()
-    if not splits:
-        return np.arange(n, dtype=np.int64)
-    split_rank = np.array([SPLIT_ORDER.get(s, 1) if s is not None else 3 for s in splits], dtype=np.int64)
-    order = np.lexsort((np.arange(n), split_rank))
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
+    chunks = list(outofcore.row_chunks(n))
+
+    def classes(lo: int, hi: int) -> np.ndarray:
+        return np.array([SPLIT_ORDER.get(s, 1) if s is not None else 3 for s in splits[lo:hi]], np.int64)
+
+    # Rows of split class c take the ranks base[c], base[c] + 1, ... in row order.
+    sizes = np.zeros(4, np.int64)
+    if splits:
+        for lo, hi in chunks:
+            sizes += np.bincount(classes(lo, hi), minlength=4)
+    else:
+        sizes[0] = n
+    seen = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    for lo, hi in chunks:
+        c = classes(lo, hi) if splits else np.zeros(hi - lo, np.int64)
+        order = np.argsort(c, kind="stable")
+        counts = np.bincount(c, minlength=4)
+        within = np.arange(hi - lo) - np.repeat(np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        ranks = np.empty(hi - lo, np.int64)
+        ranks[order] = seen[c[order]] + within
+        rank[lo:hi] = ranks
+        seen += counts
+        outofcore.release_rows(rank, lo, hi)
     return rank
 
 
@@ -211,21 +300,20 @@ def text_near_pairs(context: Context, reps: np.ndarray) -> NearPairs:
         # From here on only the rows in some candidate pair, and the pairs as int32 positions.
         nodes, local = candidate_nodes(cand, len(reps))
         del cand
-        n_chars = np.asarray(signals.column("n_chars").to_numpy(zero_copy_only=False))[reps[nodes]]
-        pairs, sims = verify_text_pairs(context.dataset, reps[nodes], local, n_chars, settings, engine)
+        rows = np.asarray(reps[nodes], dtype=np.int64)
+        n_chars = np.asarray(signals.column("n_chars").take(pa.array(rows)).to_numpy(zero_copy_only=False))
+        pairs, sims = verify_text_pairs(context.dataset, rows, local, n_chars, settings, engine)
     return NearPairs(pairs, sims)
 
 
 def candidate_nodes(cand: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The rows (< n) in some pair of ``cand``, ascending, and the pairs as positions among them
-    (int32 when they fit: the largest arrays of the verification are two entries per pair)."""
-    mask = np.zeros(n, dtype=bool)
-    mask[cand[:, 0]] = True
-    mask[cand[:, 1]] = True
-    nodes = np.flatnonzero(mask)
-    position = np.cumsum(mask, dtype=np.int32 if n < 2**31 else np.int64) - 1
-    del mask
-    return nodes, position[cand]
+    (int32 when they fit: the largest arrays of the verification are two entries per pair).
+
+    Costs what the pairs cost, not ``n``."""
+    nodes = np.unique(cand)
+    local = np.searchsorted(nodes, cand)
+    return nodes, local.astype(np.int32) if n < 2**31 else local
 
 
 def workspace_temp(context: Context) -> dict[str, Any]:
@@ -480,7 +568,13 @@ def phash_codes(signals: Signals, rows: np.ndarray) -> np.ndarray:
 
 def shared_rank(context: Context) -> np.ndarray:
     """The representative rank of the audited data's rows, computed once per run."""
-    rank: np.ndarray = context.shared("rank", lambda: representative_rank(context.dataset))
+    from curata import outofcore
+
+    def compute() -> np.ndarray:
+        with outofcore.configured(**workspace_temp(context)):
+            return representative_rank(context.dataset)
+
+    rank: np.ndarray = context.shared("rank", compute)
     return rank
 
 
@@ -499,8 +593,11 @@ def shared_exact(context: Context) -> ExactGroups:
 def shared_near(context: Context) -> NearPairs:
     """Near pairs of the audited data, computed once per run."""
 
+    from curata import outofcore
+
     def compute() -> NearPairs:
-        reps = shared_exact(context).representatives()
+        with outofcore.configured(**workspace_temp(context)):
+            reps = shared_exact(context).representatives()
         if context.dataset.modality == "text":
             return text_near_pairs(context, reps)
         return image_near_pairs(context, reps)
@@ -510,29 +607,43 @@ def shared_near(context: Context) -> NearPairs:
 
 
 def shared_clusters(context: Context) -> DuplicateClusters:
-    """Clusters of exact and near duplicates, computed once per run."""
+    """Clusters of exact and near duplicates, computed once per run.
+
+    Only rows in some exact group of two or more or some near pair take part (their components
+    over both kinds of pairs, found by the engine): the work and memory grow with the duplicates
+    found, not with the number of records.
+    """
 
     def compute() -> DuplicateClusters:
         exact = shared_exact(context)
         near = shared_near(context)
         n = len(exact.group)
-        rows = np.arange(n)
-        members = exact.group >= 0
-        exact_pairs = np.stack([exact.group[members], rows[members]], axis=1)
-        exact_pairs = exact_pairs[exact_pairs[:, 0] != exact_pairs[:, 1]]
-        pairs = np.concatenate([exact_pairs, near.pairs]) if len(near.pairs) else exact_pairs
-        labels = context_engine(context).connected_components(n, pairs)
-        rank = shared_rank(context)
-        best = np.full(n, n, dtype=np.int64)
-        np.minimum.at(best, labels, rank)
-        order = np.argsort(rank, kind="stable")
-        cluster = np.where(members, order[np.minimum(best[labels], n - 1)], -1)
-        a, b = np.minimum(near.pairs[:, 0], near.pairs[:, 1]), np.maximum(near.pairs[:, 0], near.pairs[:, 1])
-        codes = a.astype(np.int64) * n + b
+        dup_rows, dup_reps = exact.duplicates()
+        near_pairs = np.asarray(near.pairs, dtype=np.int64).reshape(-1, 2)
+        rows = np.unique(np.concatenate([dup_rows, dup_reps, near_pairs.ravel()]))
+        pairs = np.searchsorted(rows, np.concatenate([np.stack([dup_reps, dup_rows], axis=1), near_pairs]))
+        del dup_rows, dup_reps
+        labels = context_engine(context).connected_components(len(rows), pairs)
+        # Each component's representative: its row of lowest rank.
+        rank = np.asarray(shared_rank(context)[rows], dtype=np.int64)
+        order = np.lexsort((rank, labels))
+        first = np.r_[True, labels[order][1:] != labels[order][:-1]] if len(order) else np.zeros(0, bool)
+        starts = np.flatnonzero(first)
+        sizes = np.diff(np.r_[starts, len(order)])
+        cluster = np.empty(len(rows), np.int64)
+        cluster[order] = rows[np.repeat(order[starts], sizes)]
+        a, b = np.minimum(near_pairs[:, 0], near_pairs[:, 1]), np.maximum(near_pairs[:, 0], near_pairs[:, 1])
+        codes = a * n + b
         by_code = np.argsort(codes, kind="stable")
         threshold = float(near.similarity.min()) if len(near.similarity) else 1.0
         return DuplicateClusters(
-            cluster, exact.group, codes[by_code], np.asarray(near.similarity, np.float64)[by_code], threshold
+            n,
+            rows,
+            cluster,
+            exact.group,
+            codes[by_code],
+            np.asarray(near.similarity, np.float64)[by_code],
+            threshold,
         )
 
     clusters: DuplicateClusters = context.shared("clusters", compute)

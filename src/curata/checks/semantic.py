@@ -117,18 +117,17 @@ class SemanticDuplicateCheck(Check):
         pairs = rows[pairs]
         n = context.dataset.num_rows
         dup_of = keep_first(pairs, cosines, np.asarray(shared_rank(context)))
-        duplicate_cluster = shared_clusters(context).cluster if context.dataset.modality != "none" else None
+        found = np.flatnonzero(dup_of >= 0)
+        if context.dataset.modality != "none":
+            clusters = shared_clusters(context)
+            own, their = clusters.cluster_of(found), clusters.cluster_of(dup_of[found])
+            # Already an exact or near duplicate of the same record.
+            found = found[(own < 0) | (own != their)]
         splits = context.dataset.splits()
         ids = context.record_ids
         repeats = np.bincount(dup_of[dup_of >= 0], minlength=n)
-        for row in np.flatnonzero(dup_of >= 0).tolist():
+        for row in found.tolist():
             rep = int(dup_of[row])
-            if (
-                duplicate_cluster is not None
-                and duplicate_cluster[row] >= 0
-                and (duplicate_cluster[row] == duplicate_cluster[rep])
-            ):
-                continue  # already an exact or near duplicate of the same record
             cosine = float(np.dot(emb.vectors[row].astype(np.float64), emb.vectors[rep].astype(np.float64)))
             split, rep_split = (splits[row], splits[rep]) if splits else (None, None)
             leak = (

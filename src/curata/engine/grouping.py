@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from curata import outofcore
 from curata.errors import ConfigError
 
-__all__ = ["group_representatives", "key_batches", "split_keys", "valid_entries"]
+__all__ = ["count_true", "group_representatives", "key_batches", "own_groups", "split_keys", "valid_entries"]
 
 
 def valid_entries(
@@ -27,7 +27,8 @@ def valid_entries(
     """Check the arguments of ``group_representatives``; return (valid rows with a key, rank as int64).
 
     A row takes part when ``valid`` says so and its key is not null: every engine leaves the same
-    rows out.
+    rows out. The flags are made chunk by chunk into an ``outofcore.row_array`` (a file-backed
+    array past ``max_in_memory_rows`` rows).
     """
     n = len(keys)
     valid = np.asarray(valid, dtype=bool)
@@ -37,8 +38,38 @@ def valid_entries(
             f"group_representatives needs one valid flag and one rank per key ({n}), "
             f"got {valid.shape} and {rank.shape}"
         )
-    has_key = np.asarray(keys.is_valid().to_numpy(zero_copy_only=False), dtype=bool) if n else valid
-    return valid & has_key, rank
+    usable = outofcore.row_array(n, bool)
+    chunk_rows = outofcore.current().chunk_rows
+    offset = 0
+    for piece in keys.chunks:
+        for lo in range(0, len(piece), chunk_rows):
+            part = piece.slice(lo, chunk_rows)
+            start, end = offset + lo, offset + lo + len(part)
+            has_key = np.asarray(part.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+            usable[start:end] = valid[start:end] & has_key
+            outofcore.release_rows(usable, start, end)
+        offset += len(piece)
+    return usable, rank
+
+
+def own_groups(valid: np.ndarray) -> np.ndarray:
+    """``row`` for every valid row, -1 for the others: each valid row its own group, before the
+    rows sharing a key are joined (an ``outofcore.row_array``, filled chunk by chunk)."""
+    n = len(valid)
+    group = outofcore.row_array(n, np.int64)
+    for lo, hi in outofcore.row_chunks(n):
+        group[lo:hi] = np.where(valid[lo:hi], np.arange(lo, hi, dtype=np.int64), -1)
+        outofcore.release_rows(group, lo, hi)
+    return group
+
+
+def count_true(flags: np.ndarray) -> int:
+    """How many of ``flags`` are set, read chunk by chunk."""
+    total = 0
+    for lo, hi in outofcore.row_chunks(len(flags)):
+        total += int(np.count_nonzero(flags[lo:hi]))
+        outofcore.release_rows(flags, lo, hi)
+    return total
 
 
 def split_keys(key_type: pa.DataType) -> bool:
@@ -124,10 +155,10 @@ def _duckdb_groups(keys: pa.ChunkedArray, valid: np.ndarray, rank: np.ndarray, s
 
     The group-by keeps only keys held by two or more rows, with the row of lowest rank; a second pass
     joins the rows to those groups and streams (row, representative) back in chunks.  Every other
-    valid row is its own group.
+    valid row is its own group.  The result is an ``outofcore.row_array``: past
+    ``max_in_memory_rows`` rows a file-backed array, so this process holds chunks, not ``n`` rows.
     """
-    n = len(valid)
-    group = np.where(valid, np.arange(n, dtype=np.int64), -1)
+    group = own_groups(valid)
     chunk = settings.chunk_rows
     split = split_keys(keys.type)
     key = "k0, k1" if split else "k0"

@@ -610,11 +610,11 @@ class RayEngine:
         rows. The driver holds only the result and those rows: every other valid row is its own
         group.
         """
-        from curata.engine.grouping import key_batches, valid_entries
+        from curata.engine.grouping import count_true, key_batches, own_groups, valid_entries
 
         valid, rank = valid_entries(keys, valid, rank)
-        group = np.where(valid, np.arange(len(valid), dtype=np.int64), -1)
-        count = int(np.count_nonzero(valid))
+        group = own_groups(valid)
+        count = count_true(valid)
         if count < 2:
             return group
         ray = self._ray
