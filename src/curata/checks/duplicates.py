@@ -82,42 +82,46 @@ class NearDuplicateCheck(Check):
 
     def run(self, context: Context) -> pa.Table:
         """One row per near-duplicate cluster member (exact representatives only) but the first."""
-        exact = shared_exact(context)
         near = shared_near(context)
         if len(near.pairs) == 0:
             return empty_findings()
-        n = len(exact.group)
         pairs = np.asarray(near.pairs, dtype=np.int64)
         sims = np.asarray(near.similarity, dtype=np.float64)
         involved = np.unique(pairs)
-        local = np.searchsorted(involved, pairs)
+        nodes = len(involved)
+        local = np.searchsorted(involved, pairs).astype(np.int32 if nodes < 2**31 else np.int64)
+        del pairs
         # Clusters are connected components (found by the engine), labelled by their lowest row.
-        label = context_engine(context).connected_components(len(involved), local)
-        best = np.zeros(len(involved), dtype=np.float64)
-        np.maximum.at(best, local[:, 0], sims)
-        np.maximum.at(best, local[:, 1], sims)
-        rank = shared_rank(context)
-        order = np.lexsort((rank[involved], label))  # by cluster, then representative rank
+        label = context_engine(context).connected_components(nodes, local)
+        # Members in cluster order, each cluster's representative (lowest rank) first.
+        order = np.lexsort((np.asarray(shared_rank(context)[involved], dtype=np.int64), label))
         lab = label[order]
+        del label
         first = np.r_[True, lab[1:] != lab[:-1]]
+        del lab
         starts = np.flatnonzero(first)
-        size_of = np.diff(np.r_[starts, len(order)])
-        cluster_rep = np.repeat(order[starts], size_of)  # local index of each member's representative
-        cluster_size = np.repeat(size_of, size_of)
-        keep = ~first
-        member, rep, size = order[keep], cluster_rep[keep], cluster_size[keep]
+        size_of = np.diff(np.r_[starts, nodes])
+        rep = np.empty(nodes, dtype=order.dtype)  # each node's representative, as a node
+        rep[order] = np.repeat(order[starts], size_of)
+        size = np.empty(nodes, dtype=np.int64)
+        size[order] = np.repeat(size_of, size_of)
+        member = order[~first]
+        del order, first, starts, size_of
         # A member's similarity: its verified pair with the representative, else its best pair.
-        a, b = involved[np.minimum(member, rep)], involved[np.maximum(member, rep)]
-        codes = np.minimum(pairs[:, 0], pairs[:, 1]) * n + np.maximum(pairs[:, 0], pairs[:, 1])
-        by_code = np.argsort(codes, kind="stable")
-        want = a * n + b
-        pos = np.minimum(np.searchsorted(codes[by_code], want), len(codes) - 1)
-        hit = codes[by_code][pos] == want
-        sim = np.where(hit, sims[by_code][pos], best[member])
-        rows, rep_rows = involved[member], involved[rep]
-        # Only what the findings need stays while they are made (several vectors a pair before).
-        del pairs, sims, involved, local, label, best, order, lab, first, starts, size_of
-        del cluster_rep, cluster_size, keep, member, rep, a, b, codes, by_code, want, pos, hit
+        a, b = local[:, 0], local[:, 1]
+        best = np.zeros(nodes, dtype=np.float64)
+        np.maximum.at(best, a, sims)
+        np.maximum.at(best, b, sims)
+        direct = np.full(nodes, -1.0)
+        for x, y in ((a, b), (b, a)):
+            hit = rep[x] == y
+            direct[x[hit]] = sims[hit]
+        del a, b, local, sims, hit
+        sim = np.where(direct >= 0, direct, best)[member]
+        size = size[member]
+        rows, rep_rows = involved[member], involved[rep[member]]
+        # Only what the findings need stays while they are made.
+        del involved, member, rep, best, direct
         measure = "Jaccard" if context.dataset.modality == "text" else "similarity"
 
         def chunk(lo: int, hi: int) -> pa.Table:
