@@ -6,8 +6,10 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from curata.checks.base import (
@@ -89,7 +91,9 @@ class NearDuplicateCheck(Check):
         sims = np.asarray(near.similarity, dtype=np.float64)
         involved = np.unique(pairs)
         nodes = len(involved)
-        local = np.searchsorted(involved, pairs).astype(np.int32 if nodes < 2**31 else np.int64)
+        local: npt.NDArray[np.signedinteger[Any]] = np.searchsorted(involved, pairs).astype(
+            np.int32 if nodes < 2**31 else np.int64
+        )
         del pairs
         # Clusters are connected components (found by the engine), labelled by their lowest row.
         label = context_engine(context).connected_components(nodes, local)
