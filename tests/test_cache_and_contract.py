@@ -61,12 +61,14 @@ def test_process_pool_matches_single_process(tmp_path: Path) -> None:
     assert one.findings.num_rows == 5
 
 
-@pytest.mark.parametrize("compact_rows", [7, 1_000_000])
+@pytest.mark.parametrize(("compact_rows", "index_chunk"), [(7, None), (1_000_000, None), (7, 5)])
 def test_partly_cached_signals_are_gathered_in_row_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compact_rows: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compact_rows: int, index_chunk: int | None
 ) -> None:
     """Rows served from the cache and rows computed now end up aligned with their records, gathered
-    chunk by chunk (across cache parts and record batches) into a memory-mapped table."""
+    chunk by chunk (across cache parts and record batches) into a memory-mapped table. With
+    ``index_chunk`` the row index (where each row's signals are) is a file-backed array read in
+    chunks of that many rows."""
     from curata import outofcore
     from curata.engine import get_engine
     from curata.io import read_dataset
@@ -88,20 +90,26 @@ def test_partly_cached_signals_are_gathered_in_row_order(
     )
     shuffled = texts[:]
     rng.shuffle(shuffled)
-    mixed = compute_signals(
-        read_dataset(write_parquet(tmp_path / "b.parquet", [{"text": t} for t in shuffled])),
-        engine,
-        settings,
-        cache,
-    )
+    index = {} if index_chunk is None else {"max_in_memory_rows": 0, "chunk_rows": index_chunk}
+    with outofcore.configured(**index):
+        mixed = compute_signals(
+            read_dataset(write_parquet(tmp_path / "b.parquet", [{"text": t} for t in shuffled])),
+            engine,
+            settings,
+            cache,
+        )
     assert (mixed.cached, mixed.computed) == (20, 20)
+    if index_chunk is not None:
+        # Gathered by the index's chunks: one table chunk per 5 rows.
+        assert mixed.table.column("band_keys").num_chunks == 40 // index_chunk
     fresh = compute_signals(
         read_dataset(write_parquet(tmp_path / "b.parquet", [{"text": t} for t in shuffled])), engine, settings
     )
     assert mixed.table.equals(fresh.table)
     # Neither is held in memory: the first is the cache's own files, the second a spill file.
     assert outofcore.is_mapped(mixed.table) and outofcore.is_mapped(fresh.table)
-    assert mixed.table.column("band_keys").num_chunks == (6 if compact_rows == 7 else 1)
+    if index_chunk is None:
+        assert mixed.table.column("band_keys").num_chunks == (6 if compact_rows == 7 else 1)
 
 
 class _FailsAtBatch:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,20 +238,21 @@ def map_records(
     else:
         stream = _read_here(dataset, engine, fn, args, cached_sorted, batch_size, description)
 
-    hit_rows: list[np.ndarray] = []
-    hit_index: list[np.ndarray] = []
-    computed_parts: list[pa.Table] = []
     n_rows = dataset.num_rows
-    # One content hash per row, in a file-backed array (16 bytes a row are not kept in memory), and
-    # which rows were computed now (a byte a row); cache hits are listed.
+    # One content hash per row, in a file-backed array (16 bytes a row are not kept in memory),
+    # and where each row's signals are: ``c >= 0`` at row ``c`` of the cache, ``-2 - k`` the k-th
+    # row computed now, -1 not yet seen (an ``outofcore.row_array``: file-backed past
+    # ``max_in_memory_rows`` rows, so no vector of the data's length stays in memory).
+    spill = _spill_settings(cache)
     content_hashes = (
-        outofcore.spill_array((n_rows,), f"S{HASH_BYTES}", _spill_settings(cache))
-        if n_rows
-        else np.empty(0, f"S{HASH_BYTES}")
+        outofcore.spill_array((n_rows,), f"S{HASH_BYTES}", spill) if n_rows else np.empty(0, f"S{HASH_BYTES}")
     )
-    computed_mask = np.zeros(n_rows, dtype=bool)
+    source = outofcore.row_array(n_rows, np.int64, spill)
+    computed_parts: list[pa.Table] = []
     fresh: list[pa.Table] = []
     fresh_rows = 0
+    n_computed = 0
+    n_cached = 0
     offset = 0
     spill_folder = cache.temp_folder() if cache is not None else None
 
@@ -275,17 +276,20 @@ def map_records(
             content_hashes[lo:hi] = hashes
             outofcore.release_rows(content_hashes, lo, hi)
             found = at >= 0
-            if found.any():
-                hit_rows.append(np.flatnonzero(found) + lo)
-                hit_index.append(cached_order[at[found]])
-            if result is None:
-                continue
-            computed_mask[lo:hi] = ~found
-            fresh.append(result.append_column("content_hash", hash_column(hashes[~found])))
-            fresh_rows += result.num_rows
-            if fresh_rows >= COMPACT_ROWS:
-                computed_parts.append(keep(fresh))
-                fresh, fresh_rows = [], 0
+            where = np.full(hi - lo, -1, dtype=np.int64)
+            where[found] = cached_order[at[found]]
+            n_cached += int(np.count_nonzero(found))
+            if result is not None:
+                computed_now = int(np.count_nonzero(~found))
+                where[~found] = -2 - np.arange(n_computed, n_computed + computed_now)
+                n_computed += computed_now
+                fresh.append(result.append_column("content_hash", hash_column(hashes[~found])))
+                fresh_rows += result.num_rows
+                if fresh_rows >= COMPACT_ROWS:
+                    computed_parts.append(keep(fresh))
+                    fresh, fresh_rows = [], 0
+            source[lo:hi] = where
+            outofcore.release_rows(source, lo, hi)
     finally:
         # Also on failure: the batches that came back before it are complete and in order.
         if fresh:
@@ -298,31 +302,34 @@ def map_records(
         )
     computed = pa.concat_tables(computed_parts) if computed_parts else None
     del computed_parts
-    n_computed = 0 if computed is None else computed.num_rows
     if computed is not None and n_computed == n_rows:
         # Nothing came from the cache: the computed rows are already in row order, no gather needed.
         return Signals(computed.drop_columns(["content_hash"]), modality, n_computed, 0, content_hashes)
+    if n_computed + n_cached != n_rows or n_rows == 0:
+        raise InputError(f"{dataset.source}: no records to audit")
     # Each row's place in [computed rows, whole cache], gathered chunk by chunk into a spill file.
-    position = np.full(n_rows, -1, dtype=np.int64)
     sources: list[pa.Table] = []
     if computed is not None and n_computed:
-        position[np.flatnonzero(computed_mask)] = np.arange(n_computed)
         sources.append(computed.drop_columns(["content_hash"]))
-    n_cached = 0
-    if cached is not None and hit_rows:
-        rows_all = np.concatenate(hit_rows)
-        n_cached = len(rows_all)
-        position[rows_all] = n_computed + np.concatenate(hit_index)
+    if cached is not None and n_cached:
         columns = (
             sources[0].column_names if sources else [c for c in cached.column_names if c != "content_hash"]
         )
         sources.append(cached.select(columns))
-    if not sources or (position < 0).any():
-        raise InputError(f"{dataset.source}: no records to audit")
     columns = sources[0].column_names
     combined = pa.concat_tables([t.select(columns) for t in sources])
+    position = _positions(source, n_computed)
     table = outofcore.spill_table(_gathered(combined, position), combined.schema, spill_folder)
     return Signals(table, modality, n_computed, n_cached, content_hashes)
+
+
+def _positions(source: np.ndarray, n_computed: int) -> Iterator[np.ndarray]:
+    """Each row's place in [rows computed now, then the whole cache], by chunks, from ``source``
+    (``c >= 0``: cache row c; ``-2 - k``: the k-th computed row)."""
+    for lo, hi in outofcore.row_chunks(len(source)):
+        part = np.asarray(source[lo:hi])
+        yield np.where(part >= 0, n_computed + part, -2 - part)
+        outofcore.release_rows(source, lo, hi)
 
 
 def _spill_settings(cache: SignalCache | None) -> outofcore.OutOfCoreSettings:
@@ -333,25 +340,27 @@ def _spill_settings(cache: SignalCache | None) -> outofcore.OutOfCoreSettings:
     return dataclasses.replace(settings, temp_directory=cache.temp_folder())
 
 
-def _gathered(table: pa.Table, position: np.ndarray) -> Iterator[pa.Table]:
-    """``table``'s rows at ``position``, ``COMPACT_ROWS`` at a time (each a take per record batch of
-    ``table``, which may be memory-mapped: its pages are handed back after every chunk)."""
+def _gathered(table: pa.Table, positions: Iterable[np.ndarray]) -> Iterator[pa.Table]:
+    """``table``'s rows at ``positions`` (given in chunks), at most ``COMPACT_ROWS`` at a time (each
+    a take per record batch of ``table``, which may be memory-mapped: its pages are handed back
+    after every chunk)."""
     batches = table.to_batches()
     starts = np.cumsum([0] + [b.num_rows for b in batches[:-1]], dtype=np.int64)
-    for lo in range(0, len(position), COMPACT_ROWS):
-        want = position[lo : lo + COMPACT_ROWS]
-        order = np.argsort(want, kind="stable")
-        sorted_pos = want[order]
-        which = np.searchsorted(starts, sorted_pos, side="right") - 1
-        cuts = np.flatnonzero(np.diff(which)) + 1
-        pieces = [
-            batches[int(which[a])].take(pa.array(sorted_pos[a:b] - starts[which[a]]))
-            for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(want)], strict=True)
-        ]
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order))
-        yield pa.Table.from_batches(pieces, table.schema).combine_chunks().take(pa.array(inverse))
-        outofcore.release(table)
+    for chunk in positions:
+        for lo in range(0, len(chunk), COMPACT_ROWS):
+            want = chunk[lo : lo + COMPACT_ROWS]
+            order = np.argsort(want, kind="stable")
+            sorted_pos = want[order]
+            which = np.searchsorted(starts, sorted_pos, side="right") - 1
+            cuts = np.flatnonzero(np.diff(which)) + 1
+            pieces = [
+                batches[int(which[a])].take(pa.array(sorted_pos[a:b] - starts[which[a]]))
+                for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(want)], strict=True)
+            ]
+            inverse = np.empty_like(order)
+            inverse[order] = np.arange(len(order))
+            yield pa.Table.from_batches(pieces, table.schema).combine_chunks().take(pa.array(inverse))
+            outofcore.release(table)
 
 
 def _look_up(items: Sequence[Any], modality: str, known_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
