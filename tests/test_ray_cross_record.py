@@ -76,6 +76,11 @@ def test_group_representatives_equal_local(cluster: dict[str, Any], kind: str) -
     assert (got[~valid] == -1).all() and (got[np.asarray(keys.is_null())] == -1).all()
     assert (rank[got[members]] <= rank[members]).all()
     assert int((got[members] != np.flatnonzero(members)).sum()) > n // 3  # many planted duplicates
+    # Past max_in_memory_rows the driver's per-record vectors are file-backed, made in chunks.
+    with outofcore.configured(max_in_memory_rows=0, chunk_rows=97):
+        spilled = cluster["engine"].group_representatives(keys, valid, rank)
+    assert isinstance(spilled, np.memmap)
+    np.testing.assert_array_equal(spilled, want)
 
 
 def test_group_representatives_one_partition_and_edge_cases(cluster: dict[str, Any]) -> None:
