@@ -21,7 +21,7 @@ from curata.checks.base import (
     empty_findings,
     register,
 )
-from curata.checks.groups import context_engine, shared_clusters, shared_exact, shared_near, shared_rank
+from curata.checks.groups import ranked_components, shared_clusters, shared_exact, shared_near
 from curata.dataset import SPLIT_ORDER
 
 
@@ -95,22 +95,8 @@ class NearDuplicateCheck(Check):
             np.int32 if nodes < 2**31 else np.int64
         )
         del pairs
-        # Clusters are connected components (found by the engine), labelled by their lowest row.
-        label = context_engine(context).connected_components(nodes, local)
-        # Members in cluster order, each cluster's representative (lowest rank) first.
-        order = np.lexsort((np.asarray(shared_rank(context)[involved], dtype=np.int64), label))
-        lab = label[order]
-        del label
-        first = np.r_[True, lab[1:] != lab[:-1]]
-        del lab
-        starts = np.flatnonzero(first)
-        size_of = np.diff(np.r_[starts, nodes])
-        rep = np.empty(nodes, dtype=order.dtype)  # each node's representative, as a node
-        rep[order] = np.repeat(order[starts], size_of)
-        size = np.empty(nodes, dtype=np.int64)
-        size[order] = np.repeat(size_of, size_of)
-        member = order[~first]
-        del order, first, starts, size_of
+        # Clusters are connected components, each represented by its row of lowest rank.
+        rep, size, member = ranked_components(context, involved, local)
         # A member's similarity: its verified pair with the representative, else its best pair.
         a, b = local[:, 0], local[:, 1]
         best = np.zeros(nodes, dtype=np.float64)

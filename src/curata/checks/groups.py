@@ -606,6 +606,30 @@ def shared_near(context: Context) -> NearPairs:
     return near
 
 
+def ranked_components(context: Context, rows: np.ndarray, local: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Connected components of ``local`` (pairs of positions into ``rows``, found by the engine),
+    each represented by its row of lowest representative rank.
+
+    Returns ``(rep, size, members)``: each node's representative and its component's size (both
+    per position), and the positions that are not their component's representative, component
+    by component in rank order. Costs what the pairs cost, not the number of records.
+    """
+    nodes = len(rows)
+    label = context_engine(context).connected_components(nodes, local)
+    order = np.lexsort((np.asarray(shared_rank(context)[rows], dtype=np.int64), label))
+    lab = label[order]
+    del label
+    first = np.r_[True, lab[1:] != lab[:-1]] if nodes else np.zeros(0, bool)
+    del lab
+    starts = np.flatnonzero(first)
+    sizes = np.diff(np.r_[starts, nodes])
+    rep = np.empty(nodes, dtype=order.dtype)
+    rep[order] = np.repeat(order[starts], sizes)
+    size = np.empty(nodes, dtype=np.int64)
+    size[order] = np.repeat(sizes, sizes)
+    return rep, size, order[~first]
+
+
 def shared_clusters(context: Context) -> DuplicateClusters:
     """Clusters of exact and near duplicates, computed once per run.
 
@@ -623,15 +647,8 @@ def shared_clusters(context: Context) -> DuplicateClusters:
         rows = np.unique(np.concatenate([dup_rows, dup_reps, near_pairs.ravel()]))
         pairs = np.searchsorted(rows, np.concatenate([np.stack([dup_reps, dup_rows], axis=1), near_pairs]))
         del dup_rows, dup_reps
-        labels = context_engine(context).connected_components(len(rows), pairs)
-        # Each component's representative: its row of lowest rank.
-        rank = np.asarray(shared_rank(context)[rows], dtype=np.int64)
-        order = np.lexsort((rank, labels))
-        first = np.r_[True, labels[order][1:] != labels[order][:-1]] if len(order) else np.zeros(0, bool)
-        starts = np.flatnonzero(first)
-        sizes = np.diff(np.r_[starts, len(order)])
-        cluster = np.empty(len(rows), np.int64)
-        cluster[order] = rows[np.repeat(order[starts], sizes)]
+        rep, _, _ = ranked_components(context, rows, pairs)
+        cluster = rows[rep]
         a, b = np.minimum(near_pairs[:, 0], near_pairs[:, 1]), np.maximum(near_pairs[:, 0], near_pairs[:, 1])
         codes = a * n + b
         by_code = np.argsort(codes, kind="stable")

@@ -39,13 +39,13 @@ def valid_entries(
             f"got {valid.shape} and {rank.shape}"
         )
     usable = outofcore.row_array(n, bool)
-    chunk_rows = outofcore.current().chunk_rows
     offset = 0
     for piece in keys.chunks:
-        for lo in range(0, len(piece), chunk_rows):
-            part = piece.slice(lo, chunk_rows)
-            start, end = offset + lo, offset + lo + len(part)
-            has_key = np.asarray(part.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        for lo, hi in outofcore.row_chunks(len(piece)):
+            has_key = np.asarray(
+                piece.slice(lo, hi - lo).is_valid().to_numpy(zero_copy_only=False), dtype=bool
+            )
+            start, end = offset + lo, offset + hi
             usable[start:end] = valid[start:end] & has_key
             outofcore.release_rows(usable, start, end)
         offset += len(piece)
