@@ -302,3 +302,27 @@ def test_audit_over_mapped_records_equals_the_in_memory_audit(
         name: {**entry, "seconds": mapped.report["checks"][name]["seconds"]}
         for name, entry in held.report["checks"].items()
     }
+
+
+@pytest.mark.parametrize("spilled", [False, True])
+def test_sorted_cached_hashes_equal_a_stable_sort(spilled: bool) -> None:
+    """The cache's lookup table (hashes ascending, with the row each came from) is a radix pass
+    plus small sorts by chunks; it equals a stable sort of every hash, repeated hashes and a
+    crowded bucket included, in memory and file-backed."""
+    from curata import outofcore
+    from curata.signals.pipeline import hash_array, hash_column, hashes_of, sorted_hashes
+
+    rng = np.random.default_rng(5)
+    digests = [rng.bytes(16) for _ in range(300)]
+    digests += digests[:40]  # repeated content
+    digests += [b"\x07\x07" + rng.bytes(14) for _ in range(60)]  # one crowded bucket
+    order = rng.permutation(len(digests))
+    values = hash_array([digests[i] for i in order])
+    column = pa.chunked_array([hash_column(values[a : a + 37]) for a in range(0, len(values), 37)])
+    settings = {"max_in_memory_rows": 0, "chunk_rows": 11} if spilled else {}
+    with outofcore.configured(**settings):
+        got_sorted, got_rows = sorted_hashes(column)
+    assert isinstance(got_sorted, np.memmap) == spilled and isinstance(got_rows, np.memmap) == spilled
+    want_rows = np.argsort(hashes_of(column), kind="stable")
+    assert np.array_equal(got_rows, want_rows)
+    assert np.array_equal(got_sorted, hashes_of(column)[want_rows])

@@ -233,21 +233,22 @@ def reference_near_findings(context: Context) -> pa.Table:
     for row in np.unique(near.pairs).tolist():
         by_label.setdefault(int(labels[row]), []).append(row)
     rank = shared_rank(context)
-    out = FindingsBuilder("near_duplicate")
+    found: list[tuple[int, int, list[int]]] = []
     for members in by_label.values():
         members.sort(key=lambda r: rank[r])
-        rep = members[0]
-        for row in members[1:]:
-            sim = direct.get((min(rep, row), max(rep, row)), best[row])
-            out.add(
-                ids[row],
-                related_id=ids[rep],
-                group_id=f"near-{ids[rep]}",
-                score=sim,
-                severity="warning",
-                message=f"near duplicate of {ids[rep]} (Jaccard {sim:.2f}, cluster of {len(members)})",
-                evidence={"similarity": round(sim, 4), "cluster_size": len(members)},
-            )
+        found.extend((row, members[0], members) for row in members[1:])
+    out = FindingsBuilder("near_duplicate")
+    for row, rep, members in sorted(found):  # one finding per member, in row order
+        sim = direct.get((min(rep, row), max(rep, row)), best[row])
+        out.add(
+            ids[row],
+            related_id=ids[rep],
+            group_id=f"near-{ids[rep]}",
+            score=sim,
+            severity="warning",
+            message=f"near duplicate of {ids[rep]} (Jaccard {sim:.2f}, cluster of {len(members)})",
+            evidence={"similarity": round(sim, 4), "cluster_size": len(members)},
+        )
     return out.table()
 
 
@@ -455,9 +456,31 @@ def test_cross_record_index_spilled_in_chunks_equals_the_in_memory_one(tmp_path:
         exact = shared_exact(spilled)
         for arr in (exact.group, exact.representatives(), shared_rank(spilled)):
             assert isinstance(arr, np.memmap)
+        # The duplicates' working set too: pairs, their nodes, components and clusters.
+        near, spilled_clusters = groups.shared_near(spilled), groups.shared_clusters(spilled)
+        nodes, local = groups.candidate_nodes(near.pairs, n)
+        assert np.array_equal(nodes, np.unique(near.pairs))
+        assert np.array_equal(local, np.searchsorted(np.unique(near.pairs), near.pairs))
+        parts = (near.pairs, near.similarity, nodes, local, spilled_clusters.rows, spilled_clusters.cluster)
+        for arr in (*parts, spilled_clusters.near_codes, *groups.ranked_components(spilled, nodes, local)):
+            assert isinstance(arr, np.memmap)
     for want, have in zip(expected, got, strict=True):
         assert have.equals(want)
     assert np.array_equal(
         groups.shared_clusters(spilled).cluster_of(np.arange(n)), reference_clusters(memory)
     )
     assert not any((tmp_path / "s" / "tmp").iterdir())  # nothing left behind but unlinked files
+
+
+@pytest.mark.parametrize("spilled", [False, True])
+def test_counting_order_is_a_stable_sort_by_key(spilled: bool) -> None:
+    """``outofcore.counting_order`` gives a stable sort's positions and each key's run end, by
+    chunks smaller than the runs, keys absent included."""
+    rng = np.random.default_rng(3)
+    keys = rng.integers(0, 40, 500) * 2  # odd keys never occur
+    settings = {"max_in_memory_rows": 0, "chunk_rows": 9} if spilled else {}
+    with outofcore.configured(**settings):
+        order, ends = outofcore.counting_order(keys, 81)
+    assert isinstance(order, np.memmap) == spilled
+    assert np.array_equal(order, np.argsort(keys, kind="stable"))
+    assert np.array_equal(ends, np.cumsum(np.bincount(keys, minlength=81)))

@@ -6,7 +6,6 @@ import datetime as dt
 import gc
 import time
 import traceback
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -366,7 +365,7 @@ def build_report(
     stats = dataset_statistics(dataset)
     clusters = context.cache.get("clusters")
     if clusters is not None:
-        sizes = Counter(len(m) for m in clusters.members().values())
+        sizes = clusters.sizes()
         stats["duplicate_cluster_sizes"] = {str(k): v for k, v in sorted(sizes.items())}
     stats["score_histograms"] = score_histograms(findings)
     stats["findings"] = findings.num_rows

@@ -375,13 +375,15 @@ def _candidate_pairs_duckdb(
         con.execute(f"CREATE TABLE pairs AS SELECT DISTINCT i, j FROM read_parquet('{glob}')")
         shutil.rmtree(spill, ignore_errors=True)
         m = int(con.execute("SELECT count(*) FROM pairs").fetchall()[0][0])
-        out = np.empty((m, 2), dtype=np.int64)
+        # File-backed past max_in_memory_rows pairs, written and handed back chunk by chunk.
+        out = outofcore.row_array(m, np.int64, settings, width=2)
         pos = 0
         for part in con.sql("SELECT i, j FROM pairs ORDER BY i, j").to_arrow_reader(chunk):
             k = part.num_rows
             outofcore.record(k)
             out[pos : pos + k, 0] = part.column(0).to_numpy()
             out[pos : pos + k, 1] = part.column(1).to_numpy()
+            outofcore.release_rows(out, pos, pos + k)
             pos += k
     if n and m and out[-1, 1] >= n:  # pragma: no cover - a broken invariant, not a user error
         raise AssertionError("candidate pair row out of range")
@@ -499,8 +501,11 @@ def connected_labels(n: int, pairs: npt.ArrayLike) -> I64:
     )
     if pr.size and (pr.min() < 0 or pr.max() >= n):
         raise ConfigError(f"pairs index nodes outside [0, {n})")
-    parent = np.arange(n, dtype=np.int64)
-    _union_find_kernel(pr, parent)
+    # File-backed past max_in_memory_rows nodes (an ``outofcore.row_array``).
+    parent = outofcore.row_array(n, np.int64)
+    for lo, hi in outofcore.row_chunks(n):
+        parent[lo:hi] = np.arange(lo, hi)
+    _union_find_kernel(pr, np.asarray(parent))
     return parent
 
 

@@ -42,9 +42,11 @@ __all__ = [
     "ChunkStats",
     "OutOfCoreSettings",
     "configured",
+    "counting_order",
     "current",
     "distinct_count",
     "duckdb_connection",
+    "filled_row_array",
     "is_mapped",
     "map_arrow_file",
     "release",
@@ -231,18 +233,63 @@ def spill_array(shape: tuple[int, ...], dtype: Any, settings: OutOfCoreSettings 
     return arr
 
 
-def row_array(n: int, dtype: Any, settings: OutOfCoreSettings | None = None) -> np.ndarray:
+def row_array(n: int, dtype: Any, settings: OutOfCoreSettings | None = None, width: int = 0) -> np.ndarray:
     """A zeroed array of ``n`` rows for a per-row index of a cross-record step (a group, a rank, a
-    flag per record).
+    flag per record, a pair of rows per candidate pair); ``width`` > 0 gives ``(n, width)``.
 
     Up to ``max_in_memory_rows`` rows an ordinary array; past it a :func:`spill_array`, which the
     steps fill and read in chunks of ``chunk_rows`` (:func:`row_chunks`), handing each chunk's pages
     back (:func:`release_rows`): what they hold then depends on the chunk size, not on ``n``.
     """
     settings = settings or current()
+    shape = (n, width) if width > 0 else (n,)
     if n <= settings.max_in_memory_rows:
-        return np.zeros(n, dtype=dtype)
-    return spill_array((n,), dtype, settings)
+        return np.zeros(shape, dtype=dtype)
+    return spill_array(shape, dtype, settings)
+
+
+def filled_row_array(n: int, dtype: Any, value: Any, settings: OutOfCoreSettings | None = None) -> np.ndarray:
+    """A :func:`row_array` of ``n`` rows holding ``value`` everywhere, filled chunk by chunk."""
+    settings = settings or current()
+    arr = row_array(n, dtype, settings)
+    for lo, hi in row_chunks(n, settings):
+        arr[lo:hi] = value
+        release_rows(arr, lo, hi)
+    return arr
+
+
+def counting_order(
+    keys: np.ndarray, n_keys: int, settings: OutOfCoreSettings | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The positions of ``keys`` (integers in ``[0, n_keys)``) ordered by key, ties in position
+    order, and where each key's run ends in that order (``ends[k - 1]:ends[k]`` is key k's run,
+    ``0:ends[0]`` key 0's).
+
+    A counting sort by chunks of ``chunk_rows`` into :func:`row_array`s (file-backed past
+    ``max_in_memory_rows``): no sort of the whole array, nothing held that grows with it.
+    """
+    settings = settings or current()
+    m = len(keys)
+    ends = row_array(n_keys, np.int64, settings)
+    for lo, hi in row_chunks(m, settings):
+        np.add.at(ends, np.asarray(keys[lo:hi], np.int64), 1)
+    total = 0
+    for lo, hi in row_chunks(n_keys, settings):
+        part = np.cumsum(ends[lo:hi]) + total
+        total = int(part[-1])
+        ends[lo:hi] = part - ends[lo:hi]  # each key's start, for now
+        release_rows(ends, lo, hi)
+    order = row_array(m, np.int64, settings)
+    for lo, hi in row_chunks(m, settings):
+        key = np.asarray(keys[lo:hi], np.int64)
+        by_key = np.argsort(key, kind="stable")
+        ordered = key[by_key]
+        first = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        runs = np.diff(np.r_[first, len(ordered)])
+        within = np.arange(len(ordered)) - np.repeat(first, runs)
+        order[ends[ordered] + within] = lo + by_key
+        ends[ordered[first]] += runs  # each key once: no repeated index
+    return order, ends
 
 
 def row_chunks(n: int, settings: OutOfCoreSettings | None = None) -> Iterator[tuple[int, int]]:

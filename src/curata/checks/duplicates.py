@@ -6,10 +6,8 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
 
 from curata.checks.base import (
@@ -21,7 +19,14 @@ from curata.checks.base import (
     empty_findings,
     register,
 )
-from curata.checks.groups import ranked_components, shared_clusters, shared_exact, shared_near
+from curata.checks.groups import (
+    candidate_nodes,
+    ranked_components,
+    shared_clusters,
+    shared_exact,
+    shared_near,
+    workspace_temp,
+)
 from curata.dataset import SPLIT_ORDER
 
 
@@ -42,24 +47,31 @@ class ExactDuplicateCheck(Check):
 
     def run(self, context: Context) -> pa.Table:
         """One row per member of a duplicate group other than its first record."""
+        from curata import outofcore
+
         exact = shared_exact(context)
-        rows, reps = exact.duplicates()
-        if len(rows) == 0:
-            return empty_findings()
-        # One key lookup per group, not per row; a group's size is its copies plus its first row.
-        uniq, inverse, copies = np.unique(reps, return_inverse=True, return_counts=True)
-        group_size = copies + 1
-        gids = np.array([f"exact-{exact.key(int(r))[:16]}" for r in uniq.tolist()], dtype=object)
+        with outofcore.configured(**workspace_temp(context)):
+            rows, reps = exact.duplicates()
+            if len(rows) == 0:
+                return empty_findings()
+            # A group's size is its copies plus its first row: copies counted at the first row.
+            copies = outofcore.row_array(len(exact.group), np.int32)
+            for lo, hi in outofcore.row_chunks(len(reps)):
+                np.add.at(copies, np.asarray(reps[lo:hi]), 1)
         what = "text" if context.dataset.modality == "text" else "pixels"
 
         def chunk(lo: int, hi: int) -> pa.Table:
-            ids, rel = _record_ids(context, rows[lo:hi]), _record_ids(context, reps[lo:hi])
-            size = group_size[inverse[lo:hi]].tolist()
+            rep = np.asarray(reps[lo:hi])
+            ids, rel = _record_ids(context, np.asarray(rows[lo:hi])), _record_ids(context, rep)
+            size = (np.asarray(copies[rep], np.int64) + 1).tolist()
+            # One key lookup per group in the chunk, not per row.
+            firsts, inverse = np.unique(rep, return_inverse=True)
+            keys = [f"exact-{exact.key(int(r))[:16]}" for r in firsts.tolist()]
             return _findings(
                 self.name,
                 ids,
                 rel,
-                gids[inverse[lo:hi]].tolist(),
+                [keys[i] for i in inverse.tolist()],
                 [1.0] * (hi - lo),
                 [
                     f"identical {what} to {r} ({s} copies in this group)"
@@ -84,39 +96,39 @@ class NearDuplicateCheck(Check):
 
     def run(self, context: Context) -> pa.Table:
         """One row per near-duplicate cluster member (exact representatives only) but the first."""
+        from curata import outofcore
+
         near = shared_near(context)
         if len(near.pairs) == 0:
             return empty_findings()
-        pairs = np.asarray(near.pairs, dtype=np.int64)
-        sims = np.asarray(near.similarity, dtype=np.float64)
-        involved = np.unique(pairs)
-        nodes = len(involved)
-        local: npt.NDArray[np.signedinteger[Any]] = np.searchsorted(involved, pairs).astype(
-            np.int32 if nodes < 2**31 else np.int64
-        )
-        del pairs
-        # Clusters are connected components, each represented by its row of lowest rank.
-        rep, size, member = ranked_components(context, involved, local)
-        # A member's similarity: its verified pair with the representative, else its best pair.
-        a, b = local[:, 0], local[:, 1]
-        best = np.zeros(nodes, dtype=np.float64)
-        np.maximum.at(best, a, sims)
-        np.maximum.at(best, b, sims)
-        direct = np.full(nodes, -1.0)
-        for x, y in ((a, b), (b, a)):
-            hit = rep[x] == y
-            direct[x[hit]] = sims[hit]
-        del a, b, local, sims, hit
-        sim = np.where(direct >= 0, direct, best)[member]
-        size = size[member]
-        rows, rep_rows = involved[member], involved[rep[member]]
-        # Only what the findings need stays while they are made.
-        del involved, member, rep, best, direct
+        sims = near.similarity
+        with outofcore.configured(**workspace_temp(context)):
+            involved, local = candidate_nodes(near.pairs, context.dataset.num_rows)
+            # Clusters are connected components, each represented by its row of lowest rank.
+            rep, size, member = ranked_components(context, involved, local)
+            # A member's similarity: its verified pair with the representative, else its best
+            # pair. Per node, filled by chunks of pairs into ``outofcore.row_array``s.
+            nodes = len(involved)
+            best = outofcore.row_array(nodes, np.float64)
+            direct = outofcore.filled_row_array(nodes, np.float64, -1.0)
+            for lo, hi in outofcore.row_chunks(len(local)):
+                a, b = np.asarray(local[lo:hi, 0]), np.asarray(local[lo:hi, 1])
+                s = np.asarray(sims[lo:hi], dtype=np.float64)
+                np.maximum.at(best, a, s)
+                np.maximum.at(best, b, s)
+                for x, y in ((a, b), (b, a)):
+                    hit = rep[x] == y
+                    direct[x[hit]] = s[hit]
+            del local
         measure = "Jaccard" if context.dataset.modality == "text" else "similarity"
 
         def chunk(lo: int, hi: int) -> pa.Table:
-            ids, rel = _record_ids(context, rows[lo:hi]), _record_ids(context, rep_rows[lo:hi])
-            s, c = sim[lo:hi].tolist(), size[lo:hi].tolist()
+            mine = np.asarray(member[lo:hi])
+            rows, rep_rows = np.asarray(involved[mine]), np.asarray(involved[np.asarray(rep[mine])])
+            ids, rel = _record_ids(context, rows), _record_ids(context, rep_rows)
+            d = np.asarray(direct[mine])
+            s = np.where(d >= 0, d, np.asarray(best[mine])).tolist()
+            c = np.asarray(size[mine]).tolist()
             return _findings(
                 self.name,
                 ids,
@@ -133,7 +145,7 @@ class NearDuplicateCheck(Check):
                 ],
             )
 
-        return _chunked(context, len(rows), chunk)
+        return _chunked(context, len(member), chunk)
 
 
 #: Findings built at once by the vectorised duplicate checks (bounds their Python objects).
@@ -200,7 +212,7 @@ def _disagreements(
     ignored, and clusters with a single value yield nothing.
     """
     clusters = shared_clusters(context)
-    for first, members in clusters.members().items():
+    for first, members in clusters.members():
         present = [(int(r), str(values[r])) for r in members if values[r] not in (None, "")]
         counts = Counter(v for _, v in present)
         if len(counts) < 2:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,21 +60,32 @@ class ExactGroups:
 
     def duplicates(self) -> tuple[np.ndarray, np.ndarray]:
         """(rows, representatives) of every row in a group of two or more but not its representative,
-        ascending by row: as many as there are exact copies, whatever the number of records."""
+        ascending by row: as many as there are exact copies, whatever the number of records.
+
+        Two passes by chunks (count, then fill ``outofcore.row_array``s)."""
         from curata import outofcore
 
         group = self.group
-        rows: list[np.ndarray] = []
-        reps: list[np.ndarray] = []
-        for lo, hi in outofcore.row_chunks(len(group)):
+
+        def hits(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
             part = np.asarray(group[lo:hi])
             hit = np.flatnonzero((part >= 0) & (part != np.arange(lo, hi)))
-            rows.append(lo + hit)
-            reps.append(part[hit])
             outofcore.release_rows(group, lo, hi)
-        if not rows:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return np.concatenate(rows).astype(np.int64), np.concatenate(reps).astype(np.int64)
+            return hit, part
+
+        chunks = list(outofcore.row_chunks(len(group)))
+        counts = [len(hits(lo, hi)[0]) for lo, hi in chunks]
+        rows = outofcore.row_array(sum(counts), np.int64)
+        reps = outofcore.row_array(sum(counts), np.int64)
+        at = 0
+        for (lo, hi), count in zip(chunks, counts, strict=True):
+            hit, part = hits(lo, hi)
+            rows[at : at + count] = lo + hit
+            reps[at : at + count] = part[hit]
+            for arr in (rows, reps):
+                outofcore.release_rows(arr, at, at + count)
+            at += count
+        return rows, reps
 
 
 @dataclass(frozen=True)
@@ -103,17 +115,36 @@ class DuplicateClusters:
     near_similarity: np.ndarray
     chain_similarity: float
 
-    def members(self) -> dict[int, np.ndarray]:
-        """Rows of every cluster with two or more members, keyed by its representative."""
-        order = np.argsort(self.cluster, kind="stable")
-        sorted_ids = self.cluster[order]
-        starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-        ends = np.r_[starts[1:], len(order)]
-        out: dict[int, np.ndarray] = {}
-        for s, e in zip(starts, ends, strict=True):
-            if e - s > 1:
-                out[int(sorted_ids[s])] = self.rows[np.sort(order[s:e])]
-        return out
+    def members(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(representative, rows ascending) of every cluster with two or more members, by
+        representative: a counting sort by chunks (``outofcore.counting_order``), no dict."""
+        from curata import outofcore
+
+        order, ends = outofcore.counting_order(self.cluster, self.n)
+        start = 0
+        for lo, hi in outofcore.row_chunks(self.n):
+            part = np.asarray(ends[lo:hi])
+            sizes = np.diff(np.r_[start, part])
+            for key in np.flatnonzero(sizes > 1).tolist():
+                end = int(part[key])
+                yield lo + key, np.asarray(self.rows[np.asarray(order[end - int(sizes[key]) : end])])
+            start = int(part[-1])
+
+    def sizes(self) -> Counter[int]:
+        """How many clusters there are of each size (two or more)."""
+        from curata import outofcore
+
+        _, ends = outofcore.counting_order(self.cluster, self.n)
+        sizes: Counter[int] = Counter()
+        start = 0
+        for lo, hi in outofcore.row_chunks(self.n):
+            part = np.asarray(ends[lo:hi])
+            per_key = np.diff(np.r_[start, part])
+            big = per_key[per_key > 1]
+            for size, count in zip(*np.unique(big, return_counts=True), strict=True):
+                sizes[int(size)] += int(count)
+            start = int(part[-1])
+        return sizes
 
     def cluster_of(self, rows: np.ndarray) -> np.ndarray:
         """The cluster (representative row) of each of ``rows``: the row itself when it is in no
@@ -300,8 +331,9 @@ def text_near_pairs(context: Context, reps: np.ndarray) -> NearPairs:
         # From here on only the rows in some candidate pair, and the pairs as int32 positions.
         nodes, local = candidate_nodes(cand, len(reps))
         del cand
-        rows = np.asarray(reps[nodes], dtype=np.int64)
-        n_chars = np.asarray(signals.column("n_chars").take(pa.array(rows)).to_numpy(zero_copy_only=False))
+        rows = gather(reps, nodes)
+        del nodes
+        n_chars = column_values(signals.column("n_chars"), rows, np.int64)
         pairs, sims = verify_text_pairs(context.dataset, rows, local, n_chars, settings, engine)
     return NearPairs(pairs, sims)
 
@@ -310,10 +342,63 @@ def candidate_nodes(cand: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The rows (< n) in some pair of ``cand``, ascending, and the pairs as positions among them
     (int32 when they fit: the largest arrays of the verification are two entries per pair).
 
-    Costs what the pairs cost, not ``n``."""
-    nodes = np.unique(cand)
-    local = np.searchsorted(nodes, cand)
-    return nodes, local.astype(np.int32) if n < 2**31 else local
+    A mark per row, turned into a running count, then looked up for every pair: chunk by chunk,
+    into ``outofcore.row_array``s (file-backed past ``max_in_memory_rows``), so what is held does
+    not grow with ``n`` nor with the pairs. No sort.
+    """
+    from curata import outofcore
+
+    pos_type = np.int32 if n < 2**31 else np.int64
+    m = len(cand)
+    where = outofcore.row_array(n, pos_type)  # 1 for a row in some pair, then its position
+    for lo, hi in outofcore.row_chunks(m):
+        where[np.asarray(cand[lo:hi]).ravel()] = 1
+        outofcore.release_rows(cand, lo, hi)
+    chunks = list(outofcore.row_chunks(n))
+    counts = []
+    for lo, hi in chunks:
+        counts.append(int(np.count_nonzero(where[lo:hi])))
+        outofcore.release_rows(where, lo, hi)
+    nodes = outofcore.row_array(sum(counts), np.int64)
+    at = 0
+    for (lo, hi), count in zip(chunks, counts, strict=True):
+        part = where[lo:hi]
+        hit = np.flatnonzero(np.asarray(part))
+        nodes[at : at + count] = lo + hit
+        part[hit] = np.arange(at, at + count)
+        outofcore.release_rows(where, lo, hi)
+        outofcore.release_rows(nodes, at, at + count)
+        at += count
+    local = outofcore.row_array(m, pos_type, width=2)
+    for lo, hi in outofcore.row_chunks(m):
+        local[lo:hi] = where[np.asarray(cand[lo:hi])]
+        outofcore.release_rows(local, lo, hi)
+        outofcore.release_rows(cand, lo, hi)
+    return nodes, local
+
+
+def gather(values: np.ndarray, index: np.ndarray, dtype: Any = None) -> np.ndarray:
+    """``values[index]`` (``index`` 1-D, or pairs) into an ``outofcore.row_array``, chunk by chunk."""
+    from curata import outofcore
+
+    width = index.shape[1] if index.ndim == 2 else 0
+    out = outofcore.row_array(len(index), dtype or values.dtype, width=width)
+    for lo, hi in outofcore.row_chunks(len(index)):
+        out[lo:hi] = values[np.asarray(index[lo:hi])]
+        outofcore.release_rows(out, lo, hi)
+    return out
+
+
+def column_values(column: pa.ChunkedArray, rows: np.ndarray, dtype: Any) -> np.ndarray:
+    """The values of an Arrow column at ``rows``, into an ``outofcore.row_array``, chunk by chunk."""
+    from curata import outofcore
+
+    out = outofcore.row_array(len(rows), dtype)
+    for lo, hi in outofcore.row_chunks(len(rows)):
+        taken = column.take(pa.array(np.asarray(rows[lo:hi]), pa.int64()))
+        out[lo:hi] = np.asarray(taken.to_numpy(zero_copy_only=False), dtype=dtype)
+        outofcore.release_rows(out, lo, hi)
+    return out
 
 
 def workspace_temp(context: Context) -> dict[str, Any]:
@@ -345,39 +430,44 @@ def verify_text_pairs(
     partition (rare: thousands of near copies chained together) is verified on its own in chunks
     of pairs, its texts fetched here.
     """
+    from curata import outofcore
     from curata.lsh import connected_labels
 
     if len(local) == 0:
         return np.empty((0, 2), np.int64), np.empty(0, np.float64)
-    comp = connected_labels(len(rows), local)
-    comp_weight = np.bincount(comp, weights=n_chars.astype(np.int64) + 1).astype(np.int64)
-    total = int(comp_weight.sum())
+    m, nodes = len(local), len(rows)
+    comp = connected_labels(nodes, local)
+    # Each component's weight (its texts' characters), kept at its label (lowest node).
+    weight = outofcore.row_array(nodes, np.int64)
+    for lo, hi in outofcore.row_chunks(nodes):
+        np.add.at(weight, np.asarray(comp[lo:hi]), np.asarray(n_chars[lo:hi], np.int64) + 1)
+    total = 0
+    for lo, hi in outofcore.row_chunks(nodes):
+        total += int(weight[lo:hi].sum())
     # Partitions of consecutive components; never more than MAX_VERIFY_PARTITIONS spill files.
+    # ``weight`` becomes each component's partition, -1 for a giant one (verified by itself).
     budget = max(VERIFY_CHUNK_SHINGLES, -(-total // MAX_VERIFY_PARTITIONS))
-    giant = comp_weight > budget
-    packed = np.where(giant, 0, comp_weight)
-    comp_part = np.cumsum(packed) // budget if total > budget else np.zeros(len(comp_weight), np.int64)
-    doc_part = np.where(giant, -1, comp_part)[comp].astype(np.int32)
-    del comp, comp_weight, packed, comp_part, giant
-    pair_part = doc_part[local[:, 0]]
-    order = np.argsort(pair_part, kind="stable")
-    if len(order) < 2**31:
-        order = order.astype(np.int32)
-    bounds = np.searchsorted(pair_part[order], np.arange(-1, int(pair_part.max()) + 2))
-    del pair_part
-    kept: list[np.ndarray] = []
-    sims: list[np.ndarray] = []
+    carry = 0
+    for lo, hi in outofcore.row_chunks(nodes):
+        w = np.asarray(weight[lo:hi])
+        giant = w > budget
+        packed = np.cumsum(np.where(giant, 0, w)) + carry
+        carry = int(packed[-1])
+        weight[lo:hi] = np.where(giant, -1, packed // budget if total > budget else 0)
+        outofcore.release_rows(weight, lo, hi)
+    doc_part = gather(weight, comp, np.int32)
+    del comp, weight
+    order, bounds = _pairs_by_partition(doc_part, local)
+    # Each pair's Jaccard, written at its place: the kept pairs come out in ``local``'s order.
+    jaccard = outofcore.filled_row_array(m, np.float64, -1.0)
     # Giant components: chunks of pairs, texts fetched by row for each chunk (as before partitions).
-    gpairs = order[bounds[0] : bounds[1]]
+    gpairs = np.asarray(order[bounds[0] : bounds[1]])
     for part in verify_chunks(local[gpairs], n_chars):
         idx = gpairs[part]
-        chunk = local[idx]
-        nodes = np.unique(chunk)
-        texts = dataset.take("text", rows[nodes])
-        jac = _partition_jaccard(texts, np.searchsorted(nodes, chunk), settings)
-        keep = jac >= settings.min_jaccard
-        kept.append(idx[keep])
-        sims.append(jac[keep])
+        chunk = np.asarray(local[idx])
+        members = np.unique(chunk)
+        texts = dataset.take("text", np.asarray(rows[members]))
+        jaccard[idx] = _partition_jaccard(texts, np.searchsorted(members, chunk), settings)
     n_parts = len(bounds) - 2
     if n_parts > 0:
         results: Iterator[np.ndarray]
@@ -385,8 +475,8 @@ def verify_text_pairs(
             # Its workers read the candidates' texts and shuffle them to their partitions' tasks.
             results = engine.map_partitions(
                 content_source(dataset),
-                rows,
-                doc_part,
+                np.asarray(rows),
+                np.asarray(doc_part),
                 _partition_pairs(doc_part, local, order, bounds, n_parts),
                 _verify_texts,
                 args=(settings,),
@@ -402,16 +492,55 @@ def verify_text_pairs(
                 total=n_parts,
             )
         for p, jac in enumerate(results):
-            idx = order[bounds[p + 1] : bounds[p + 2]]
-            keep = jac >= settings.min_jaccard
-            kept.append(idx[keep])
-            sims.append(jac[keep])
-    if not kept:
-        return np.empty((0, 2), np.int64), np.empty(0, np.float64)
-    all_kept = np.concatenate(kept).astype(np.int64)
-    all_sims = np.concatenate(sims)
-    by_pair = np.argsort(all_kept, kind="stable")
-    return rows[local[all_kept[by_pair]]].astype(np.int64), all_sims[by_pair]
+            jaccard[np.asarray(order[bounds[p + 1] : bounds[p + 2]])] = jac
+    del order, doc_part
+    return _kept_pairs(rows, local, jaccard, settings.min_jaccard)
+
+
+def _pairs_by_partition(doc_part: np.ndarray, local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pair positions ordered by their partition (-1 first), stably, and each partition's bounds
+    in that order (``bounds[k + 1]:bounds[k + 2]`` is partition k, ``bounds[0]:bounds[1]`` the
+    giant components' pairs).
+
+    A counting sort by chunks (``outofcore.counting_order``): no sort of every pair.
+    """
+    from curata import outofcore
+
+    n_keys = 1
+    for lo, hi in outofcore.row_chunks(len(doc_part)):
+        n_keys = max(n_keys, int(np.max(doc_part[lo:hi], initial=-1)) + 2)
+    keys = outofcore.row_array(len(local), np.int32)
+    for lo, hi in outofcore.row_chunks(len(local)):
+        keys[lo:hi] = np.asarray(doc_part[np.asarray(local[lo:hi, 0])]) + 1
+        outofcore.release_rows(keys, lo, hi)
+    order, ends = outofcore.counting_order(keys, n_keys)
+    return order, np.concatenate([[0], np.asarray(ends)])
+
+
+def _kept_pairs(
+    rows: np.ndarray, local: np.ndarray, jaccard: np.ndarray, min_jaccard: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs (as dataset rows) whose Jaccard reaches ``min_jaccard``, in ``local``'s order, and
+    their Jaccard; two passes by chunks into ``outofcore.row_array``s."""
+    from curata import outofcore
+
+    chunks = list(outofcore.row_chunks(len(local)))
+    counts = []
+    for lo, hi in chunks:
+        counts.append(int(np.count_nonzero(np.asarray(jaccard[lo:hi]) >= min_jaccard)))
+        outofcore.release_rows(jaccard, lo, hi)
+    pairs = outofcore.row_array(sum(counts), np.int64, width=2)
+    sims = outofcore.row_array(sum(counts), np.float64)
+    at = 0
+    for (lo, hi), count in zip(chunks, counts, strict=True):
+        jac = np.asarray(jaccard[lo:hi])
+        keep = np.flatnonzero(jac >= min_jaccard)
+        pairs[at : at + count] = rows[np.asarray(local[lo:hi])[keep]]
+        sims[at : at + count] = jac[keep]
+        for arr in (pairs, sims):
+            outofcore.release_rows(arr, at, at + count)
+        at += count
+    return pairs, sims
 
 
 #: Most spill files (partitions) of one verification; past it partitions grow beyond the budget.
@@ -611,23 +740,48 @@ def ranked_components(context: Context, rows: np.ndarray, local: np.ndarray) -> 
     each represented by its row of lowest representative rank.
 
     Returns ``(rep, size, members)``: each node's representative and its component's size (both
-    per position), and the positions that are not their component's representative, component
-    by component in rank order. Costs what the pairs cost, not the number of records.
+    per position), and the positions that are not their component's representative, ascending.
+    Costs what the pairs cost, not the number of records: a few passes by chunks over
+    ``outofcore.row_array``s (file-backed past ``max_in_memory_rows``), with no sort.
     """
+    from curata import outofcore
+
     nodes = len(rows)
     label = context_engine(context).connected_components(nodes, local)
-    order = np.lexsort((np.asarray(shared_rank(context)[rows], dtype=np.int64), label))
-    lab = label[order]
-    del label
-    first = np.r_[True, lab[1:] != lab[:-1]] if nodes else np.zeros(0, bool)
-    del lab
-    starts = np.flatnonzero(first)
-    sizes = np.diff(np.r_[starts, nodes])
-    rep = np.empty(nodes, dtype=order.dtype)
-    rep[order] = np.repeat(order[starts], sizes)
-    size = np.empty(nodes, dtype=np.int64)
-    size[order] = np.repeat(sizes, sizes)
-    return rep, size, order[~first]
+    rank = shared_rank(context)
+    chunks = list(outofcore.row_chunks(nodes))
+    # Per label (a component's lowest node): its size and its lowest rank, then the node holding it.
+    size_of = outofcore.row_array(nodes, np.int64)
+    lowest = outofcore.filled_row_array(nodes, np.int64, np.iinfo(np.int64).max)
+    for lo, hi in chunks:
+        lab = np.asarray(label[lo:hi])
+        np.add.at(size_of, lab, 1)
+        np.minimum.at(lowest, lab, np.asarray(rank[np.asarray(rows[lo:hi])]))
+    head = outofcore.row_array(nodes, np.int64)
+    for lo, hi in chunks:
+        lab = np.asarray(label[lo:hi])
+        own = np.flatnonzero(np.asarray(rank[np.asarray(rows[lo:hi])]) == lowest[lab])
+        head[lab[own]] = lo + own
+    del lowest
+    rep = outofcore.row_array(nodes, np.int64)
+    size = outofcore.row_array(nodes, np.int64)
+    others = 0
+    for lo, hi in chunks:
+        lab = np.asarray(label[lo:hi])
+        rep[lo:hi] = head[lab]
+        size[lo:hi] = size_of[lab]
+        others += int(np.count_nonzero(rep[lo:hi] != np.arange(lo, hi)))
+        for arr in (rep, size):
+            outofcore.release_rows(arr, lo, hi)
+    del label, head, size_of
+    members = outofcore.row_array(others, np.int64)
+    at = 0
+    for lo, hi in chunks:
+        mine = lo + np.flatnonzero(np.asarray(rep[lo:hi]) != np.arange(lo, hi))
+        members[at : at + len(mine)] = mine
+        outofcore.release_rows(members, at, at + len(mine))
+        at += len(mine)
+    return rep, size, members
 
 
 def shared_clusters(context: Context) -> DuplicateClusters:
@@ -635,33 +789,66 @@ def shared_clusters(context: Context) -> DuplicateClusters:
 
     Only rows in some exact group of two or more or some near pair take part (their components
     over both kinds of pairs, found by the engine): the work and memory grow with the duplicates
-    found, not with the number of records.
+    found, not with the number of records, and past ``max_in_memory_rows`` they are file-backed
+    ``outofcore.row_array``s, made chunk by chunk.
     """
+    from curata import outofcore
 
     def compute() -> DuplicateClusters:
         exact = shared_exact(context)
         near = shared_near(context)
-        n = len(exact.group)
-        dup_rows, dup_reps = exact.duplicates()
-        near_pairs = np.asarray(near.pairs, dtype=np.int64).reshape(-1, 2)
-        rows = np.unique(np.concatenate([dup_rows, dup_reps, near_pairs.ravel()]))
-        pairs = np.searchsorted(rows, np.concatenate([np.stack([dup_reps, dup_rows], axis=1), near_pairs]))
-        del dup_rows, dup_reps
-        rep, _, _ = ranked_components(context, rows, pairs)
-        cluster = rows[rep]
-        a, b = np.minimum(near_pairs[:, 0], near_pairs[:, 1]), np.maximum(near_pairs[:, 0], near_pairs[:, 1])
-        codes = a * n + b
-        by_code = np.argsort(codes, kind="stable")
-        threshold = float(near.similarity.min()) if len(near.similarity) else 1.0
-        return DuplicateClusters(
-            n,
-            rows,
-            cluster,
-            exact.group,
-            codes[by_code],
-            np.asarray(near.similarity, np.float64)[by_code],
-            threshold,
-        )
+        with outofcore.configured(**workspace_temp(context)):
+            return _clusters(context, exact, near)
 
     clusters: DuplicateClusters = context.shared("clusters", compute)
     return clusters
+
+
+def _clusters(context: Context, exact: ExactGroups, near: NearPairs) -> DuplicateClusters:
+    """Components over the exact groups' and the near pairs' edges (see :func:`shared_clusters`)."""
+    from curata import outofcore
+
+    n = len(exact.group)
+    dup_rows, dup_reps = exact.duplicates()
+    k, m = len(dup_rows), len(near.pairs)
+    edges = outofcore.row_array(k + m, np.int64, width=2)
+    for lo, hi in outofcore.row_chunks(k):
+        edges[lo:hi, 0], edges[lo:hi, 1] = dup_reps[lo:hi], dup_rows[lo:hi]
+        outofcore.release_rows(edges, lo, hi)
+    for lo, hi in outofcore.row_chunks(m):
+        edges[k + lo : k + hi] = near.pairs[lo:hi]
+        outofcore.release_rows(edges, k + lo, k + hi)
+    del dup_rows, dup_reps
+    rows, pairs = candidate_nodes(edges, n)
+    del edges
+    rep, _, _ = ranked_components(context, rows, pairs)
+    del pairs
+    codes, similarity = _near_codes(near, n)
+    threshold = float(np.min(near.similarity)) if m else 1.0
+    return DuplicateClusters(n, rows, gather(rows, rep), exact.group, codes, similarity, threshold)
+
+
+def _near_codes(near: NearPairs, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The near pairs as ascending ``a * n + b`` codes (``a < b``) and their similarity.
+
+    Text pairs come sorted (candidates are), so the codes are written chunk by chunk into an
+    ``outofcore.row_array``; pairs in another order (images) are sorted in memory.
+    """
+    from curata import outofcore
+
+    m = len(near.pairs)
+    codes = outofcore.row_array(m, np.int64)
+    ascending = True
+    last = -1
+    for lo, hi in outofcore.row_chunks(m):
+        pair = np.asarray(near.pairs[lo:hi], dtype=np.int64)
+        part = np.minimum(pair[:, 0], pair[:, 1]) * n + np.maximum(pair[:, 0], pair[:, 1])
+        ascending = ascending and bool(part[0] > last) and bool(np.all(part[1:] > part[:-1]))
+        last = int(part[-1])
+        codes[lo:hi] = part
+        outofcore.release_rows(codes, lo, hi)
+    similarity = np.asarray(near.similarity, np.float64)
+    if ascending:
+        return codes, similarity
+    by_code = np.argsort(codes, kind="stable")
+    return np.asarray(codes)[by_code], similarity[by_code]

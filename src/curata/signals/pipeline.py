@@ -91,6 +91,47 @@ def hashes_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.frombuffer(buf, dtype=f"S{HASH_BYTES}", count=len(arr), offset=arr.offset * HASH_BYTES)
 
 
+def sorted_hashes(
+    column: pa.ChunkedArray, settings: outofcore.OutOfCoreSettings | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``S16`` hashes of ``column`` in ascending byte order, and the row each came from
+    (ties in row order), as ``outofcore.row_array``s.
+
+    A radix pass then small sorts, all by chunks: rows are first ordered by their hash's first two
+    bytes (``outofcore.counting_order``, 65,536 buckets), then each run of whole buckets of about
+    ``chunk_rows`` rows is sorted in memory. Content hashes are uniform, so the buckets are even;
+    nothing held grows with the number of rows (past ``max_in_memory_rows`` the arrays are
+    file-backed).
+    """
+    settings = settings or outofcore.current()
+    m = len(column)
+    buckets = outofcore.row_array(m, np.int32, settings)
+    for lo, hi in outofcore.row_chunks(m, settings):
+        head = hashes_of(column.slice(lo, hi - lo)).view(np.uint8).reshape(-1, HASH_BYTES)
+        buckets[lo:hi] = head[:, 0].astype(np.int32) * 256 + head[:, 1]
+        outofcore.release_rows(buckets, lo, hi)
+    order, ends = outofcore.counting_order(buckets, 1 << 16, settings)
+    del buckets
+    ordered = outofcore.row_array(m, f"S{HASH_BYTES}", settings)
+    rows = outofcore.row_array(m, np.int64, settings)
+    # Cut between buckets, about every ``chunk_rows`` rows (a bucket is never split).
+    cuts = np.unique(np.searchsorted(ends, np.arange(0, m, settings.chunk_rows), side="right"))
+    stops = np.unique(np.r_[np.asarray(ends)[np.minimum(cuts, len(ends) - 1)], m])
+    start = 0
+    for stop in stops.tolist():
+        if stop <= start:
+            continue
+        which = np.asarray(order[start:stop])
+        values = hashes_of(column.take(pa.array(which)))
+        by_hash = np.argsort(values, kind="stable")
+        ordered[start:stop] = values[by_hash]
+        rows[start:stop] = which[by_hash]
+        for arr in (ordered, rows):
+            outofcore.release_rows(arr, start, stop)
+        start = stop
+    return ordered, rows
+
+
 def fold_band_keys(keys: np.ndarray) -> np.ndarray:
     """Fold 64-bit band keys to 32 bits (half the memory; a rare collision only adds a candidate pair
     that Jaccard verification then rejects)."""
@@ -216,14 +257,12 @@ def map_records(
     """
     modality = dataset.modality
     cached = cache.load(fingerprint) if cache is not None else None
-    # Cache lookup by binary search over the sorted cached hashes: 16 bytes a row, no Python dict.
+    # Cache lookup by binary search over the sorted cached hashes: 16 bytes a row, no Python dict,
+    # file-backed past ``max_in_memory_rows`` rows (see ``sorted_hashes``).
     cached_sorted = np.empty(0, f"S{HASH_BYTES}")
     cached_order = np.empty(0, np.int64)
     if cached is not None and cached.num_rows:
-        cached_hashes = hashes_of(cached.column("content_hash"))
-        cached_order = np.argsort(cached_hashes, kind="stable")
-        cached_sorted = cached_hashes[cached_order]
-        del cached_hashes
+        cached_sorted, cached_order = sorted_hashes(cached.column("content_hash"), _spill_settings(cache))
         outofcore.release(cached)
     stream: Iterator[tuple[np.ndarray, np.ndarray, pa.Table | None]]
     if isinstance(engine, ContentEngine) and modality in ("text", "image"):
