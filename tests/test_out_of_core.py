@@ -484,3 +484,55 @@ def test_counting_order_is_a_stable_sort_by_key(spilled: bool) -> None:
     assert isinstance(order, np.memmap) == spilled
     assert np.array_equal(order, np.argsort(keys, kind="stable"))
     assert np.array_equal(ends, np.cumsum(np.bincount(keys, minlength=81)))
+
+
+def test_large_tables_and_ids_are_read_into_mapped_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``max_in_memory_rows`` rows a Parquet file's columns (all but streamed content) are read
+    row group by row group into a mapped file, and the record ids (null and empty ones made row
+    numbers) are copied chunk by chunk into file-backed buffers: the dataset equals the one read in
+    memory."""
+    import pyarrow.parquet as pq
+
+    rng = random.Random(8)
+    ids: list[str | None] = [f"doc-{i}" for i in range(60)]
+    ids[3], ids[17], ids[40] = None, "", "doc-5"  # missing, empty, repeated
+    rows = [
+        {"id": ids[i], "text": random_text(rng, 12), "label": f"c{i % 3}", "split": ["train", "test"][i % 2]}
+        for i in range(60)
+    ]
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=7)
+    memory = read_dataset(path)
+    spilled: list[tuple[int, ...]] = []
+    spill_array = outofcore.spill_array
+
+    def counting(shape: tuple[int, ...], dtype: object, settings: object = None) -> np.ndarray:
+        spilled.append(shape)
+        return spill_array(shape, dtype, settings)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(outofcore, "spill_array", counting)
+    with outofcore.configured(max_in_memory_rows=0, temp_directory=tmp_path / "tmp"):
+        mapped = read_dataset(path)
+    assert outofcore.is_mapped(mapped.table) and mapped.table.column("id").num_chunks == 9
+    assert (61,) in spilled  # the ids' offsets went to a file-backed buffer
+    assert mapped.record_ids.equals(memory.record_ids)
+    assert mapped.record_ids.to_pylist()[3] == "3" and mapped.record_ids.to_pylist()[17] == "17"
+    assert mapped.table.equals(memory.table)
+    assert mapped.roles == memory.roles
+    for key in ("null_ids", "duplicate_ids"):
+        assert mapped.description[key] == memory.description[key]
+    assert (memory.description["null_ids"], memory.description["duplicate_ids"]) == (2, 1)
+    assert not any((tmp_path / "tmp").iterdir())  # the files are unlinked at once
+
+
+def test_combined_strings_equal_combine_chunks_for_sliced_and_large_chunks() -> None:
+    """File-backed ``combined_strings`` equals ``combine_chunks`` over sliced, empty and
+    ``large_string`` chunks."""
+    values = [f"v{i}" * (i % 4) for i in range(40)]
+    base = pa.array(values, pa.string())
+    chunks = [base.slice(0, 9), base.slice(9, 0), base.slice(9, 20), pa.array(values[29:], pa.large_string())]
+    with outofcore.configured(max_in_memory_rows=0):
+        got = outofcore.combined_strings(lambda: iter(chunks))
+    assert got.type == pa.string() and got.to_pylist() == values

@@ -184,13 +184,16 @@ def audit(
         license_column=license_column,
         source_column=source_column,
     )
-    dataset = read_dataset(data, **roles)
-    refs: list[Dataset] = []
-    for ref_path in references:
-        try:
-            refs.append(read_dataset(ref_path, **_reference_roles(roles)))
-        except InputError:
-            refs.append(read_dataset(ref_path))
+    workspace_dir = Path(workspace) if workspace else out.resolve().parent / ".curata"
+    # Large tables are read straight into mapped files in the workspace (see ``curata.io.tabular``).
+    with outofcore.configured(temp_directory=workspace_dir / "tmp"):
+        dataset = read_dataset(data, **roles)
+        refs: list[Dataset] = []
+        for ref_path in references:
+            try:
+                refs.append(read_dataset(ref_path, **_reference_roles(roles)))
+            except InputError:
+                refs.append(read_dataset(ref_path))
     # Reading's transient buffers (the Parquet pages of every column read) go back to the system.
     pa.default_memory_pool().release_unused()
     for ref in refs:
@@ -212,7 +215,6 @@ def audit(
     t = time.perf_counter()
     step("computing signals")
     eng = get_engine(engine, workers, address=ray_address)
-    workspace_dir = Path(workspace) if workspace else out.resolve().parent / ".curata"
     if dataset.num_rows >= MAP_RECORDS_ROWS:
         dataset = map_to_file(dataset, workspace_dir / "tmp")
         pa.default_memory_pool().release_unused()

@@ -309,7 +309,9 @@ def map_to_file(dataset: Dataset, folder: Path | None) -> Dataset:
     table = dataset.table
     shared = [i for i, c in enumerate(table.columns) if _same_values_buffer(c, ids)]
     rest = table.drop_columns([table.column_names[i] for i in shared])
-    mapped = outofcore.spill_table([rest], rest.schema, folder) if rest.num_columns else rest
+    # Columns read straight into a mapped file (large Parquet data: see ``curata.io.tabular``) stay.
+    copy = rest.num_columns and not outofcore.is_mapped(rest)
+    mapped = outofcore.spill_table([rest], rest.schema, folder) if copy else rest
     for i in shared:
         mapped = mapped.add_column(i, table.field(i), pa.chunked_array([id_array]))
     return replace(dataset, table=mapped.replace_schema_metadata(table.schema.metadata), record_ids=id_array)

@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import uuid
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,7 @@ from curata.errors import ConfigError
 __all__ = [
     "ChunkStats",
     "OutOfCoreSettings",
+    "combined_strings",
     "configured",
     "counting_order",
     "current",
@@ -290,6 +291,51 @@ def counting_order(
         order[ends[ordered] + within] = lo + by_key
         ends[ordered[first]] += runs  # each key once: no repeated index
     return order, ends
+
+
+def combined_strings(
+    chunks: Callable[[], Iterator[pa.Array]], settings: OutOfCoreSettings | None = None
+) -> pa.Array:
+    """The string arrays ``chunks()`` yields (no nulls), as one array, as ``combine_chunks`` would
+    make it; past ``max_in_memory_rows`` rows its offsets and characters are file-backed
+    (:func:`spill_array`), copied chunk by chunk, so no copy of the whole column is held.
+
+    ``chunks`` is called twice (sizes, then copy): it must yield the same arrays each time.
+    """
+    import pyarrow as pa
+
+    settings = settings or current()
+    sizes = [(len(c), _string_bytes(c)) for c in chunks()]
+    n, total = sum(k for k, _ in sizes), sum(b for _, b in sizes)
+    if n <= settings.max_in_memory_rows:
+        return pa.chunked_array(list(chunks()), pa.string()).combine_chunks()
+    large = total >= 2**31
+    offsets = spill_array((n + 1,), np.int64 if large else np.int32, settings)
+    data = spill_array((max(total, 1),), np.uint8, settings)
+    row = pos = 0
+    for chunk in chunks():
+        if chunk.null_count:
+            raise ValueError("combined_strings takes arrays without nulls")
+        width = 8 if pa.types.is_large_string(chunk.type) else 4
+        off = np.frombuffer(
+            chunk.buffers()[1], np.int64 if width == 8 else np.int32, len(chunk) + 1, chunk.offset * width
+        )
+        first, last = int(off[0]), int(off[-1])
+        offsets[row : row + len(chunk) + 1] = off - first + pos
+        if last > first:
+            data[pos : pos + last - first] = np.frombuffer(chunk.buffers()[2], np.uint8, last - first, first)
+        release_rows(offsets, row, row + len(chunk) + 1)
+        release_rows(data, pos, pos + last - first)
+        row, pos = row + len(chunk), pos + last - first
+    string_type = pa.large_string() if large else pa.string()
+    return pa.Array.from_buffers(string_type, n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def _string_bytes(chunk: pa.Array) -> int:
+    """Characters (bytes) a string array's values hold."""
+    import pyarrow.compute as pc
+
+    return int(pc.sum(pc.binary_length(chunk)).as_py() or 0)
 
 
 def row_chunks(n: int, settings: OutOfCoreSettings | None = None) -> Iterator[tuple[int, int]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -325,11 +325,25 @@ def _record_ids(table: pa.Table, id_column: str | None, fallback: str | None) ->
     column = id_column or fallback
     if column is None:
         return row_numbers(), 0, 0
-    ids = pc.cast(table.column(column).combine_chunks(), pa.string())
-    missing = pc.fill_null(pc.equal(pc.binary_length(ids), 0), True)
-    null_ids = int(pc.sum(missing).as_py() or 0)
-    if null_ids:
-        ids = pc.if_else(missing, row_numbers(), ids)
+    null_ids = 0
+
+    def chunks() -> Iterator[pa.Array]:
+        # Chunk by chunk (the column may be memory-mapped): null or empty ids become row numbers.
+        nonlocal null_ids
+        null_ids = start = 0
+        for chunk in table.column(column).chunks:
+            ids = pc.cast(chunk, pa.string())
+            missing = pc.fill_null(pc.equal(pc.binary_length(ids), 0), True)
+            count = int(pc.sum(missing).as_py() or 0)
+            if count:
+                numbers = pc.cast(pa.array(np.arange(start, start + len(chunk), dtype=np.int64)), pa.string())
+                ids = pc.if_else(missing, numbers, ids)
+            null_ids += count
+            start += len(chunk)
+            yield ids
+
+    # One array; file-backed past ``max_in_memory_rows`` ids (no second copy of the column held).
+    ids = outofcore.combined_strings(chunks)
     # Past ``chunk_rows`` ids DuckDB counts them, within its memory limit.
     duplicates = n - outofcore.distinct_count(ids)
     return ids, null_ids, duplicates

@@ -17,6 +17,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from curata import outofcore
 from curata.errors import InputError
 from curata.io.roles import ID_NAMES, Loaded
 
@@ -88,11 +89,21 @@ def read_table_file(
 
 
 def _read_parquet(path: Path, skip_column: str | None = None) -> pa.Table:
+    """The file's columns but ``skip_column``; past ``max_in_memory_rows`` rows read row group by
+    row group into a memory-mapped spill file (``outofcore.spill_table``), not into memory."""
     try:
-        if skip_column is not None:
-            names = [n for n in pq.read_schema(path).names if n != skip_column]
-            return pq.read_table(path, columns=names)
-        return pq.read_table(path)
+        names = [n for n in pq.read_schema(path).names if n != skip_column]
+        with pq.ParquetFile(path) as file:
+            large = file.metadata.num_rows > outofcore.current().max_in_memory_rows
+            if large and names and file.num_row_groups > 1:
+                whole = file.schema_arrow
+                schema = pa.schema([whole.field(n) for n in names], metadata=whole.metadata)
+                groups = (
+                    file.read_row_group(i, columns=names, use_threads=False)
+                    for i in range(file.num_row_groups)
+                )
+                return outofcore.spill_table(groups, schema)
+        return pq.read_table(path, columns=names)
     except (pa.ArrowException, OSError, ValueError) as exc:
         msg = brief(exc)
         if "magic bytes" in msg:
