@@ -536,3 +536,33 @@ def test_combined_strings_equal_combine_chunks_for_sliced_and_large_chunks() -> 
     with outofcore.configured(max_in_memory_rows=0):
         got = outofcore.combined_strings(lambda: iter(chunks))
     assert got.type == pa.string() and got.to_pylist() == values
+
+
+def test_report_examples_pick_the_top_findings_by_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check's best findings for the report come from one pass over slices (ties: earlier
+    first), equal to a full sort by score then position."""
+    from curata.checks.base import FINDINGS_SCHEMA
+    from curata.report import examples
+
+    monkeypatch.setattr(examples, "SCAN_ROWS", 13)
+    rng = np.random.default_rng(4)
+    n = 200
+    checks = rng.choice(["near_duplicate", "exact_duplicate", "pii"], n)
+    scores = np.round(rng.random(n), 1)  # many ties
+    findings = pa.table(
+        {
+            "check": checks,
+            "record_id": [f"r{i}" for i in range(n)],
+            "related_id": pa.nulls(n, pa.string()),
+            "group_id": pa.nulls(n, pa.string()),
+            "score": scores,
+            "severity": ["warning"] * n,
+            "message": [""] * n,
+            "evidence": ["{}"] * n,
+        },
+        schema=FINDINGS_SCHEMA,
+    )
+    for check in ("near_duplicate", "exact_duplicate", "pii", "absent"):
+        mine = np.flatnonzero(checks == check)
+        want = mine[np.lexsort((mine, -scores[mine]))][:9].tolist()
+        assert examples.top_rows(findings, check, 9) == want

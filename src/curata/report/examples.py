@@ -116,6 +116,33 @@ def pii_spans(findings: pa.Table) -> dict[str, list[Any]]:
     return out
 
 
+#: Findings scanned at a time when picking a check's best ones.
+SCAN_ROWS = 1 << 18
+
+
+def top_rows(findings: pa.Table, check: str, limit: int) -> list[int]:
+    """Positions of ``check``'s ``limit`` findings of highest score (ties: earlier first), found
+    in one pass over slices of ``SCAN_ROWS`` rows, holding ``limit`` candidates: no sort or
+    position vector of every finding."""
+    from curata import outofcore
+
+    best_score = np.empty(0, np.float64)
+    best_pos = np.empty(0, np.int64)
+    for lo in range(0, findings.num_rows, SCAN_ROWS):
+        part = findings.slice(lo, SCAN_ROWS)
+        mine = np.flatnonzero(
+            np.asarray(pc.equal(part.column("check"), check).to_numpy(zero_copy_only=False), dtype=bool)
+        )
+        if len(mine):
+            scores = np.asarray(part.column("score").to_numpy(), dtype=np.float64)[mine]
+            best_score = np.concatenate([best_score, scores])
+            best_pos = np.concatenate([best_pos, lo + mine])
+            keep = np.lexsort((best_pos, -best_score))[:limit]
+            best_score, best_pos = best_score[keep], best_pos[keep]
+        outofcore.release(part)
+    return [int(p) for p in best_pos]
+
+
 def worst_examples(
     findings: pa.Table, dataset: Dataset, refs: list[Dataset], per_check: int
 ) -> dict[str, list[dict[str, Any]]]:
@@ -126,21 +153,21 @@ def worst_examples(
     if findings.num_rows == 0:
         return out
     # Only the chosen rows become Python dicts: highest score first, ties in findings order.
-    position = pa.array(np.arange(findings.num_rows, dtype=np.int64))
     check_col = findings.column("check")
     first_seen = pc.unique(check_col).to_pylist()
     for check in first_seen:
-        mask = pc.equal(check_col, check)
-        part = pa.table({"score": findings.column("score"), "pos": position}).filter(mask)
-        order = pc.sort_indices(part, sort_keys=[("score", "descending"), ("pos", "ascending")])
-        ranked = part.column("pos").take(order)
         if check not in GROUPED_CHECKS:
             # Row slices, not a take: a take over a chunked table may first combine every chunk,
             # and millions of (memory-mapped) findings would all be read for a few dozen rows.
-            chosen_rows = ranked.slice(0, per_check).to_pylist()
+            chosen_rows = top_rows(findings, check, per_check)
             rows = [r for i in chosen_rows for r in findings.slice(i, 1).to_pylist()]
         else:
-            rows = findings.take(ranked).to_pylist()
+            position = pa.array(np.arange(findings.num_rows, dtype=np.int64))
+            part = pa.table({"score": findings.column("score"), "pos": position}).filter(
+                pc.equal(check_col, check)
+            )
+            order = pc.sort_indices(part, sort_keys=[("score", "descending"), ("pos", "ascending")])
+            rows = findings.take(part.column("pos").take(order)).to_pylist()
         chosen = pick_by_group(rows, per_check) if check in GROUPED_CHECKS else rows
         picked = []
         for r in chosen:
