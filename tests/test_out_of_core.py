@@ -538,7 +538,7 @@ def test_combined_strings_equal_combine_chunks_for_sliced_and_large_chunks() -> 
     assert got.type == pa.string() and got.to_pylist() == values
 
 
-def test_report_examples_pick_the_top_findings_by_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_report_examples_and_histograms_go_by_slices(monkeypatch: pytest.MonkeyPatch) -> None:
     """A check's best findings for the report come from one pass over slices (ties: earlier
     first), equal to a full sort by score then position."""
     from curata.checks.base import FINDINGS_SCHEMA
@@ -566,3 +566,11 @@ def test_report_examples_pick_the_top_findings_by_slices(monkeypatch: pytest.Mon
         mine = np.flatnonzero(checks == check)
         want = mine[np.lexsort((mine, -scores[mine]))][:9].tolist()
         assert examples.top_rows(findings, check, 9) == want
+    # The score histograms, also made slice by slice, count every finding once.
+    from curata.report import json as report_json
+
+    monkeypatch.setattr(report_json, "HISTOGRAM_ROWS", 13)
+    histograms = report_json.score_histograms(findings)
+    assert sorted(histograms) == ["exact_duplicate", "near_duplicate", "pii"]
+    for check, counts in histograms.items():
+        assert counts == np.histogram(scores[checks == check], bins=10, range=(0.0, 1.0))[0].tolist()

@@ -37,14 +37,27 @@ def score_histograms(findings: pa.Table, bins: int = 10) -> dict[str, list[int]]
     out: dict[str, list[int]] = {}
     if findings.num_rows == 0:
         return out
-    # Arrow masks per check, not a Python string per finding (millions of them on large data).
-    check = findings.column("check")
-    scores = np.asarray(findings.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
-    for name in sorted(pc.unique(check).to_pylist(), key=str):
-        mask = np.asarray(pc.equal(check, name).to_numpy(zero_copy_only=False), dtype=bool)
-        counts, _ = np.histogram(scores[mask], bins=bins, range=(0.0, 1.0))
-        out[str(name)] = [int(c) for c in counts]
+    # Arrow masks per check, not a Python string per finding (millions of them on large data),
+    # over slices of the findings (which may be memory-mapped): nothing held per finding.
+    from curata import outofcore
+
+    names = sorted(pc.unique(findings.column("check")).to_pylist(), key=str)
+    totals = {name: np.zeros(bins, np.int64) for name in names}
+    for lo in range(0, findings.num_rows, HISTOGRAM_ROWS):
+        part = findings.slice(lo, HISTOGRAM_ROWS)
+        check = part.column("check")
+        scores = np.asarray(part.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
+        for name in pc.unique(check).to_pylist():
+            mask = np.asarray(pc.equal(check, name).to_numpy(zero_copy_only=False), dtype=bool)
+            totals[name] += np.histogram(scores[mask], bins=bins, range=(0.0, 1.0))[0]
+        outofcore.release(part)
+    for name in names:
+        out[str(name)] = [int(c) for c in totals[name]]
     return out
+
+
+#: Findings read at a time for the score histograms.
+HISTOGRAM_ROWS = 1 << 18
 
 
 def check_statistics(findings: pa.Table) -> dict[str, Any]:
