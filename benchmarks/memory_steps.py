@@ -87,11 +87,18 @@ def main() -> None:
     )
     parser.add_argument("data", type=Path, help="a Parquet file with id and text columns")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--duckdb-memory-mib",
+        type=int,
+        default=None,
+        help="DuckDB's memory limit for the run (OutOfCoreSettings.memory_limit_mib; default 512)",
+    )
     args = parser.parse_args()
 
     import curata.checks.duplicates as duplicates
     import curata.checks.groups as groups
     import curata.report.html as html
+    from curata import outofcore
     from curata.cli import app
     from curata.outofcore import use_returning_memory_pool
 
@@ -116,15 +123,17 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="curata-memory-steps-"))
     started = time.perf_counter()
     sampler.start()
+    limits = {} if args.duckdb_memory_mib is None else {"memory_limit_mib": args.duckdb_memory_mib}
     try:
-        app(
-            [
-                "audit", str(args.data), "--out", str(work / "out"), "--workspace", str(work / "ws"),
-                "--id-column", "id", "--text-column", "text", "--checks", "exact_duplicate,near_duplicate",
-                "--workers", str(args.workers), "-q",
-            ],
-            standalone_mode=False,
-        )  # fmt: skip
+        with outofcore.configured(**limits):
+            app(
+                [
+                    "audit", str(args.data), "--out", str(work / "out"), "--workspace", str(work / "ws"),
+                    "--id-column", "id", "--text-column", "text",
+                    "--checks", "exact_duplicate,near_duplicate", "--workers", str(args.workers), "-q",
+                ],
+                standalone_mode=False,
+            )  # fmt: skip
     finally:
         sampler.stop()
         shutil.rmtree(work, ignore_errors=True)
