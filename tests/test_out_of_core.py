@@ -574,3 +574,25 @@ def test_report_examples_and_histograms_go_by_slices(monkeypatch: pytest.MonkeyP
     assert sorted(histograms) == ["exact_duplicate", "near_duplicate", "pii"]
     for check, counts in histograms.items():
         assert counts == np.histogram(scores[checks == check], bins=10, range=(0.0, 1.0))[0].tolist()
+
+
+def test_label_and_split_codes_equal_the_lists(tmp_path: Path) -> None:
+    """``Dataset.role_codes`` gives every row's label or split as a code into the distinct values
+    (split aliases canonicalised, blanks and nulls -1), by chunks and file-backed, equal to the
+    ``labels()`` / ``splits()`` lists."""
+    labels = ["cat", None, "dog", "", "cat", "7", "dog"] * 9
+    splits = ["train", "TEST", " ", None, "validation", "holdout", "Train"] * 9
+    path = write_parquet(
+        tmp_path / "d.parquet",
+        [
+            {"text": f"t{i}", "label": lab, "split": sp}
+            for i, (lab, sp) in enumerate(zip(labels, splits, strict=True))
+        ],
+    )
+    dataset = read_dataset(path, label_column="label", split_column="split")
+    for role, want in (("label", dataset.labels()), ("split", dataset.splits())):
+        with outofcore.configured(max_in_memory_rows=0, chunk_rows=5):
+            codes, names = dataset.role_codes(role)  # type: ignore[arg-type]
+        assert isinstance(codes, np.memmap) and len(set(names)) == len(names)
+        assert [None if c < 0 else names[c] for c in codes.tolist()] == want
+    assert dataset.role_codes("split")[1][:2] == ["train", "test"]

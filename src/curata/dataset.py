@@ -256,12 +256,44 @@ class Dataset:
         col = self.column("split")
         if col is None:
             return []
+        return _map_distinct(col, _canonical_split)
 
-        def canonical(v: object) -> str | None:
-            s = str(v).strip()
-            return SPLIT_ALIASES.get(s.lower(), s) if s else None
+    def role_codes(self, role: Literal["label", "split"]) -> tuple[np.ndarray, list[str]]:
+        """Each row's label or split as a code into the distinct values returned (as ``labels()``
+        and ``splits()`` give them; -1 where missing), without a Python list of every row.
 
-        return _map_distinct(col, canonical)
+        Made chunk by chunk into an ``outofcore.row_array`` (file-backed past
+        ``max_in_memory_rows`` rows). Without the role: an empty array and no values.
+        """
+        import pyarrow.compute as pc
+
+        from curata import outofcore
+
+        col = self.column(role)
+        if col is None:
+            return np.zeros(0, np.int32), []
+        fn: Callable[[object], str | None] = _canonical_split if role == "split" else str
+        codes = outofcore.row_array(len(col), np.int32)
+        index: dict[str, int] = {}
+        offset = 0
+        for chunk in col.chunks:
+            for lo, hi in outofcore.row_chunks(len(chunk)):
+                encoded = pc.dictionary_encode(chunk.slice(lo, hi - lo))
+                mapped = [fn(v) for v in encoded.dictionary.to_pylist()]
+                local = np.array(
+                    [-1 if v is None else index.setdefault(v, len(index)) for v in mapped] + [-1]
+                )
+                at = pc.fill_null(encoded.indices, len(local) - 1).to_numpy(zero_copy_only=False)
+                codes[offset + lo : offset + hi] = local[np.asarray(at, dtype=np.int64)]
+                outofcore.release_rows(codes, offset + lo, offset + hi)
+            offset += len(chunk)
+        return codes, list(index)
+
+
+def _canonical_split(value: object) -> str | None:
+    """A split name canonicalised (train/val/test where recognised); None when blank."""
+    s = str(value).strip()
+    return SPLIT_ALIASES.get(s.lower(), s) if s else None
 
 
 def _map_distinct(col: pa.ChunkedArray, fn: Callable[[object], str | None]) -> list[str | None]:

@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -203,17 +204,24 @@ class _Disagreement:
 
 def _disagreements(
     context: Context,
-    values: list[str | None],
+    role: Literal["label", "split"],
     reference: Callable[[Counter[str], list[tuple[int, str]]], str],
 ) -> Iterator[_Disagreement]:
-    """Yield every duplicate-cluster member whose value differs from ``reference(counts, present)``.
+    """Yield every duplicate-cluster member whose label or split differs from
+    ``reference(counts, present)``.
 
     The anchor is the earliest record holding the reference value; members without a value are
-    ignored, and clusters with a single value yield nothing.
+    ignored, and clusters with a single value yield nothing. Values are read as codes
+    (``Dataset.role_codes``): no Python list of every record's value.
     """
+    codes, names = context.dataset.role_codes(role)
     clusters = shared_clusters(context)
     for first, members in clusters.members():
-        present = [(int(r), str(values[r])) for r in members if values[r] not in (None, "")]
+        present = [
+            (int(r), names[c])
+            for r, c in zip(members.tolist(), np.asarray(codes[members]).tolist(), strict=True)
+            if c >= 0 and names[c] != ""
+        ]
         counts = Counter(v for _, v in present)
         if len(counts) < 2:
             continue
@@ -249,7 +257,7 @@ class ConflictingLabelsCheck(Check):
         """Report members whose label differs from their cluster's most common label."""
         ids = context.record_ids
         out = FindingsBuilder(self.name)
-        for d in _disagreements(context, context.dataset.labels(), _majority):
+        for d in _disagreements(context, "label", _majority):
             same = "the same" if d.similarity >= 1.0 else "nearly the same"
             out.add(
                 ids[d.row],
@@ -283,7 +291,7 @@ class SplitLeakageCheck(Check):
         """Report each member in a later split than its cluster's earliest split (test, else val)."""
         ids = context.record_ids
         out = FindingsBuilder(self.name)
-        for d in _disagreements(context, context.dataset.splits(), _earliest_split):
+        for d in _disagreements(context, "split", _earliest_split):
             kind = "identical" if d.similarity >= 1.0 else "near-duplicate"
             out.add(
                 ids[d.row],

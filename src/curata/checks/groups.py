@@ -244,11 +244,15 @@ def representative_rank(dataset: Dataset) -> np.ndarray:
 
     n = dataset.num_rows
     rank = outofcore.row_array(n, np.int64)
-    splits = dataset.splits()
+    codes, names = dataset.role_codes("split")
+    splits = len(codes) > 0
     chunks = list(outofcore.row_chunks(n))
+    # A class per split code, the last (code -1, no split) after every split.
+    class_of = np.array([SPLIT_ORDER.get(s, 1) for s in names] + [3], np.int64)
 
     def classes(lo: int, hi: int) -> np.ndarray:
-        return np.array([SPLIT_ORDER.get(s, 1) if s is not None else 3 for s in splits[lo:hi]], np.int64)
+        out: np.ndarray = class_of[np.asarray(codes[lo:hi])]
+        return out
 
     # Rows of split class c take the ranks base[c], base[c] + 1, ... in row order.
     sizes = np.zeros(4, np.int64)
