@@ -18,6 +18,7 @@ from curata import outofcore
 from curata.audit import AuditResult, AuditSettings, audit
 from curata.engine import LocalEngine
 from curata.engine.grouping import group_representatives
+from curata.errors import ConfigError
 from curata.signals import pipeline
 
 from conftest import edit_words, random_text, write_parquet
@@ -130,10 +131,16 @@ def test_connected_components_equal_local(cluster: dict[str, Any]) -> None:
     stars = np.stack([np.full(50, 1999), rng.integers(400, n, 50)], axis=1)
     pairs = np.concatenate([chain, random_edges, stars])
     local = LocalEngine(workers=1)
-    for edges in (pairs, pairs[:, ::-1].copy(), np.zeros((0, 2), np.int64)):
+    # Also file-backed int32 pairs, as the duplicate steps pass them past max_in_memory_rows.
+    with outofcore.configured(max_in_memory_rows=0):
+        mapped = outofcore.row_array(len(pairs), np.int32, width=2)
+    mapped[:] = pairs
+    for edges in (pairs, pairs[:, ::-1].copy(), np.zeros((0, 2), np.int64), mapped):
         np.testing.assert_array_equal(
             cluster["engine"].connected_components(n, edges), local.connected_components(n, edges)
         )
+    with pytest.raises(ConfigError, match="outside"):
+        cluster["engine"].connected_components(10, np.array([[0, 10]]))
 
 
 # -- a whole audit: the same findings from both engines ----------------------------------------------

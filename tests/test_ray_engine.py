@@ -215,6 +215,13 @@ def test_bucket_pairs_equal_candidate_pairs(
         want = candidate_pairs(keys, cap)
         assert got.dtype == np.int64 and got.shape[1] == 2
         np.testing.assert_array_equal(got, want)
+    # Past max_in_memory_rows pairs the driver holds them file-backed, written by chunks.
+    from curata import outofcore
+
+    with outofcore.configured(max_in_memory_rows=0, chunk_rows=7):
+        spilled = engine.bucket_pairs(cases[0][0], cases[0][1])
+    assert isinstance(spilled, np.memmap)
+    np.testing.assert_array_equal(spilled, candidate_pairs(cases[0][0], cases[0][1]))
     assert engine.bucket_pairs(np.zeros((0, 4), np.uint32)).shape == (0, 2)
     with pytest.raises(ConfigError, match="max_bucket"):
         engine.bucket_pairs(np.zeros((3, 2), np.uint32), 1)

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from curata import outofcore
 from curata.engine.base import ContentSource
 from curata.engine.ray_content import task_returns
 from curata.errors import ConfigError, EngineError, MissingDependencyError
@@ -507,15 +508,34 @@ class RayEngine:
         del mapped
         merged = [merge.remote(*(out[r] for out in reduced)) for r in range(parts)]
         del reduced
-        codes: list[np.ndarray] = [np.zeros(0, np.int64)]
+        # Each range's codes are held as they come, in a file-backed array once those held pass
+        # ``max_in_memory_rows`` (an ``outofcore.spill_array``), then written out as pairs by chunks.
+        settings = outofcore.current()
+        codes: list[np.ndarray] = []
+        held = 0
         try:
             for ref in merged:
-                codes.append(ray.get(ref))
+                part = ray.get(ref)
+                held += len(part)
+                if held > settings.max_in_memory_rows:
+                    kept = outofcore.spill_array((len(part),), np.int64)
+                    kept[:] = part
+                    outofcore.release_rows(kept, 0, len(part))
+                    part = kept
+                codes.append(part)
         except ray.exceptions.RayError as exc:
             raise _step_failed("the LSH bucket shuffle", exc) from None
-        # Ranges come in order and each is sorted: the concatenation is sorted as candidate_pairs'.
-        code = np.concatenate(codes)
-        return np.stack([code // n, code % n], axis=1).astype(np.int64)
+        del merged
+        # Ranges come in order and each is sorted: together they are sorted as candidate_pairs'.
+        out = outofcore.row_array(held, np.int64, width=2)
+        at = 0
+        for part in codes:
+            for lo, hi in outofcore.row_chunks(len(part)):
+                code = np.asarray(part[lo:hi])
+                out[at + lo : at + hi, 0], out[at + lo : at + hi, 1] = code // n, code % n
+                outofcore.release_rows(out, at + lo, at + hi)
+            at += len(part)
+        return out
 
     def connected_components(self, n: int, pairs: np.ndarray) -> np.ndarray:
         """A label per row: the lowest row of its connected component over ``pairs`` (m x 2 rows).
@@ -527,14 +547,15 @@ class RayEngine:
         so it ends in O(log n) rounds. The same labels as :func:`curata.lsh.connected_labels`.
         """
         ray = self._ray
-        edges = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-        if len(edges) and (edges.min() < 0 or edges.max() >= n):
-            raise ConfigError(f"pairs index rows outside [0, {n})")
-        labels = np.arange(n, dtype=np.int64)
+        edges = np.asarray(pairs).reshape(-1, 2)  # as given (e.g. file-backed int32): no copy
         per_chunk = max(1, CHUNK_KEYS // 2)
-        chunks = [
-            ray.put(np.ascontiguousarray(edges[s : s + per_chunk])) for s in range(0, len(edges), per_chunk)
-        ]
+        chunks = []
+        for s in range(0, len(edges), per_chunk):
+            chunk = np.ascontiguousarray(edges[s : s + per_chunk], dtype=np.int64)
+            if chunk.min() < 0 or chunk.max() >= n:
+                raise ConfigError(f"pairs index rows outside [0, {n})")
+            chunks.append(ray.put(chunk))
+        labels = np.arange(n, dtype=np.int64)
         propose = ray.remote(hook_proposals).options(num_cpus=1, max_retries=self.max_retries)
         while chunks:
             current = ray.put(labels)
