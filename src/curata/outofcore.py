@@ -49,12 +49,14 @@ __all__ = [
     "duckdb_connection",
     "filled_row_array",
     "is_mapped",
+    "key_counts",
     "map_arrow_file",
     "release",
     "release_mapped",
     "release_rows",
     "row_array",
     "row_chunks",
+    "selected_rows",
     "spill_array",
     "spill_table",
     "use_returning_memory_pool",
@@ -259,6 +261,34 @@ def filled_row_array(n: int, dtype: Any, value: Any, settings: OutOfCoreSettings
     return arr
 
 
+def selected_rows(
+    n: int, pick: Callable[[int, int], np.ndarray], settings: OutOfCoreSettings | None = None
+) -> np.ndarray:
+    """The rows of ``0..n`` that ``pick(lo, hi)`` selects (offsets within each chunk of
+    :func:`row_chunks`, ascending), as one int64 :func:`row_array`: a pass to count, a pass to
+    fill, so only a chunk's selection is held, however many rows are selected."""
+    settings = settings or current()
+    chunks = list(row_chunks(n, settings))
+    counts = [len(pick(lo, hi)) for lo, hi in chunks]
+    out = row_array(sum(counts), np.int64, settings)
+    at = 0
+    for (lo, hi), count in zip(chunks, counts, strict=True):
+        out[at : at + count] = lo + pick(lo, hi)
+        release_rows(out, at, at + count)
+        at += count
+    return out
+
+
+def key_counts(keys: np.ndarray, n_keys: int, settings: OutOfCoreSettings | None = None) -> np.ndarray:
+    """How many of ``keys`` (integers in ``[0, n_keys)``) hold each key, as an int64
+    :func:`row_array`, counted by chunks."""
+    settings = settings or current()
+    counts = row_array(n_keys, np.int64, settings)
+    for lo, hi in row_chunks(len(keys), settings):
+        np.add.at(counts, np.asarray(keys[lo:hi], np.int64), 1)
+    return counts
+
+
 def counting_order(
     keys: np.ndarray, n_keys: int, settings: OutOfCoreSettings | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -271,9 +301,7 @@ def counting_order(
     """
     settings = settings or current()
     m = len(keys)
-    ends = row_array(n_keys, np.int64, settings)
-    for lo, hi in row_chunks(m, settings):
-        np.add.at(ends, np.asarray(keys[lo:hi], np.int64), 1)
+    ends = key_counts(keys, n_keys, settings)
     total = 0
     for lo, hi in row_chunks(n_keys, settings):
         part = np.cumsum(ends[lo:hi]) + total

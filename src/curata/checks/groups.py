@@ -44,48 +44,31 @@ class ExactGroups:
         from curata import outofcore
 
         group = self.group
-        chunks = list(outofcore.row_chunks(len(group)))
-        counts = []
-        for lo, hi in chunks:
-            counts.append(int(np.count_nonzero(group[lo:hi] == np.arange(lo, hi))))
+
+        def firsts(lo: int, hi: int) -> np.ndarray:
+            hit = np.flatnonzero(group[lo:hi] == np.arange(lo, hi))
             outofcore.release_rows(group, lo, hi)
-        reps = outofcore.row_array(sum(counts), np.int64)
-        at = 0
-        for (lo, hi), count in zip(chunks, counts, strict=True):
-            reps[at : at + count] = lo + np.flatnonzero(group[lo:hi] == np.arange(lo, hi))
-            outofcore.release_rows(group, lo, hi)
-            outofcore.release_rows(reps, at, at + count)
-            at += count
-        return reps
+            return hit
+
+        return outofcore.selected_rows(len(group), firsts)
 
     def duplicates(self) -> tuple[np.ndarray, np.ndarray]:
         """(rows, representatives) of every row in a group of two or more but not its representative,
         ascending by row: as many as there are exact copies, whatever the number of records.
 
-        Two passes by chunks (count, then fill ``outofcore.row_array``s)."""
+        Two passes by chunks (``outofcore.selected_rows``)."""
         from curata import outofcore
 
         group = self.group
 
-        def hits(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        def copies(lo: int, hi: int) -> np.ndarray:
             part = np.asarray(group[lo:hi])
             hit = np.flatnonzero((part >= 0) & (part != np.arange(lo, hi)))
             outofcore.release_rows(group, lo, hi)
-            return hit, part
+            return hit
 
-        chunks = list(outofcore.row_chunks(len(group)))
-        counts = [len(hits(lo, hi)[0]) for lo, hi in chunks]
-        rows = outofcore.row_array(sum(counts), np.int64)
-        reps = outofcore.row_array(sum(counts), np.int64)
-        at = 0
-        for (lo, hi), count in zip(chunks, counts, strict=True):
-            hit, part = hits(lo, hi)
-            rows[at : at + count] = lo + hit
-            reps[at : at + count] = part[hit]
-            for arr in (rows, reps):
-                outofcore.release_rows(arr, at, at + count)
-            at += count
-        return rows, reps
+        rows = outofcore.selected_rows(len(group), copies)
+        return rows, gather(group, rows, np.int64)
 
 
 @dataclass(frozen=True)
@@ -134,16 +117,12 @@ class DuplicateClusters:
         """How many clusters there are of each size (two or more)."""
         from curata import outofcore
 
-        _, ends = outofcore.counting_order(self.cluster, self.n)
+        per_key = outofcore.key_counts(self.cluster, self.n)
         sizes: Counter[int] = Counter()
-        start = 0
         for lo, hi in outofcore.row_chunks(self.n):
-            part = np.asarray(ends[lo:hi])
-            per_key = np.diff(np.r_[start, part])
-            big = per_key[per_key > 1]
-            for size, count in zip(*np.unique(big, return_counts=True), strict=True):
+            part = np.asarray(per_key[lo:hi])
+            for size, count in zip(*np.unique(part[part > 1], return_counts=True), strict=True):
                 sizes[int(size)] += int(count)
-            start = int(part[-1])
         return sizes
 
     def cluster_of(self, rows: np.ndarray) -> np.ndarray:
@@ -358,21 +337,15 @@ def candidate_nodes(cand: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     for lo, hi in outofcore.row_chunks(m):
         where[np.asarray(cand[lo:hi]).ravel()] = 1
         outofcore.release_rows(cand, lo, hi)
-    chunks = list(outofcore.row_chunks(n))
-    counts = []
-    for lo, hi in chunks:
-        counts.append(int(np.count_nonzero(where[lo:hi])))
+
+    def marked(lo: int, hi: int) -> np.ndarray:
+        hit = np.flatnonzero(np.asarray(where[lo:hi]))
         outofcore.release_rows(where, lo, hi)
-    nodes = outofcore.row_array(sum(counts), np.int64)
-    at = 0
-    for (lo, hi), count in zip(chunks, counts, strict=True):
-        part = where[lo:hi]
-        hit = np.flatnonzero(np.asarray(part))
-        nodes[at : at + count] = lo + hit
-        part[hit] = np.arange(at, at + count)
-        outofcore.release_rows(where, lo, hi)
-        outofcore.release_rows(nodes, at, at + count)
-        at += count
+        return hit
+
+    nodes = outofcore.selected_rows(n, marked)
+    for lo, hi in outofcore.row_chunks(len(nodes)):
+        where[np.asarray(nodes[lo:hi])] = np.arange(lo, hi)
     local = outofcore.row_array(m, pos_type, width=2)
     for lo, hi in outofcore.row_chunks(m):
         local[lo:hi] = where[np.asarray(cand[lo:hi])]
@@ -382,10 +355,11 @@ def candidate_nodes(cand: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def gather(values: np.ndarray, index: np.ndarray, dtype: Any = None) -> np.ndarray:
-    """``values[index]`` (``index`` 1-D, or pairs) into an ``outofcore.row_array``, chunk by chunk."""
+    """``values[index]`` (rows of a 1-D or pair array, or pairs of a 1-D one) into an
+    ``outofcore.row_array``, chunk by chunk."""
     from curata import outofcore
 
-    width = index.shape[1] if index.ndim == 2 else 0
+    width = values.shape[1] if values.ndim == 2 else index.shape[1] if index.ndim == 2 else 0
     out = outofcore.row_array(len(index), dtype or values.dtype, width=width)
     for lo, hi in outofcore.row_chunks(len(index)):
         out[lo:hi] = values[np.asarray(index[lo:hi])]
@@ -525,26 +499,16 @@ def _kept_pairs(
     rows: np.ndarray, local: np.ndarray, jaccard: np.ndarray, min_jaccard: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """The pairs (as dataset rows) whose Jaccard reaches ``min_jaccard``, in ``local``'s order, and
-    their Jaccard; two passes by chunks into ``outofcore.row_array``s."""
+    their Jaccard, gathered by chunks into ``outofcore.row_array``s."""
     from curata import outofcore
 
-    chunks = list(outofcore.row_chunks(len(local)))
-    counts = []
-    for lo, hi in chunks:
-        counts.append(int(np.count_nonzero(np.asarray(jaccard[lo:hi]) >= min_jaccard)))
+    def kept(lo: int, hi: int) -> np.ndarray:
+        hit = np.flatnonzero(np.asarray(jaccard[lo:hi]) >= min_jaccard)
         outofcore.release_rows(jaccard, lo, hi)
-    pairs = outofcore.row_array(sum(counts), np.int64, width=2)
-    sims = outofcore.row_array(sum(counts), np.float64)
-    at = 0
-    for (lo, hi), count in zip(chunks, counts, strict=True):
-        jac = np.asarray(jaccard[lo:hi])
-        keep = np.flatnonzero(jac >= min_jaccard)
-        pairs[at : at + count] = rows[np.asarray(local[lo:hi])[keep]]
-        sims[at : at + count] = jac[keep]
-        for arr in (pairs, sims):
-            outofcore.release_rows(arr, at, at + count)
-        at += count
-    return pairs, sims
+        return hit
+
+    which = outofcore.selected_rows(len(local), kept)
+    return gather(rows, gather(local, which), np.int64), gather(jaccard, which)
 
 
 #: Most spill files (partitions) of one verification; past it partitions grow beyond the budget.
@@ -755,37 +719,23 @@ def ranked_components(context: Context, rows: np.ndarray, local: np.ndarray) -> 
     rank = shared_rank(context)
     chunks = list(outofcore.row_chunks(nodes))
     # Per label (a component's lowest node): its size and its lowest rank, then the node holding it.
-    size_of = outofcore.row_array(nodes, np.int64)
+    size_of = outofcore.key_counts(label, nodes)
     lowest = outofcore.filled_row_array(nodes, np.int64, np.iinfo(np.int64).max)
     for lo, hi in chunks:
-        lab = np.asarray(label[lo:hi])
-        np.add.at(size_of, lab, 1)
-        np.minimum.at(lowest, lab, np.asarray(rank[np.asarray(rows[lo:hi])]))
+        np.minimum.at(lowest, np.asarray(label[lo:hi]), np.asarray(rank[np.asarray(rows[lo:hi])]))
     head = outofcore.row_array(nodes, np.int64)
     for lo, hi in chunks:
         lab = np.asarray(label[lo:hi])
         own = np.flatnonzero(np.asarray(rank[np.asarray(rows[lo:hi])]) == lowest[lab])
         head[lab[own]] = lo + own
     del lowest
-    rep = outofcore.row_array(nodes, np.int64)
-    size = outofcore.row_array(nodes, np.int64)
-    others = 0
-    for lo, hi in chunks:
-        lab = np.asarray(label[lo:hi])
-        rep[lo:hi] = head[lab]
-        size[lo:hi] = size_of[lab]
-        others += int(np.count_nonzero(rep[lo:hi] != np.arange(lo, hi)))
-        for arr in (rep, size):
-            outofcore.release_rows(arr, lo, hi)
+    rep, size = gather(head, label), gather(size_of, label)
     del label, head, size_of
-    members = outofcore.row_array(others, np.int64)
-    at = 0
-    for lo, hi in chunks:
-        mine = lo + np.flatnonzero(np.asarray(rep[lo:hi]) != np.arange(lo, hi))
-        members[at : at + len(mine)] = mine
-        outofcore.release_rows(members, at, at + len(mine))
-        at += len(mine)
-    return rep, size, members
+
+    def others(lo: int, hi: int) -> np.ndarray:
+        return np.flatnonzero(np.asarray(rep[lo:hi]) != np.arange(lo, hi))
+
+    return rep, size, outofcore.selected_rows(nodes, others)
 
 
 def shared_clusters(context: Context) -> DuplicateClusters:
