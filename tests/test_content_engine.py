@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curata.engine import LocalEngine, ray_content
-from curata.engine.base import ContentEngine, ContentSource
+from curata.engine.base import ContentEngine, ContentSource, Finish
 from curata.io import read_dataset
 from curata.signals import pipeline
 from curata.signals.cache import SignalCache
@@ -31,13 +31,42 @@ from conftest import edit_words, random_text
 class ReadingEngine(LocalEngine):
     """Reads the content itself, a ``batch_size`` slice at a time, and records what it read."""
 
-    def __init__(self, tasks: int = 2) -> None:
+    def __init__(self, tasks: int = 2, shared: bool = True) -> None:
         super().__init__(workers=1)
         self.read: list[str] = []
         self.tasks = tasks  # map tasks and reduce tasks (bundles of partitions) of map_partitions
+        self.shared = shared  # whether the "workers" share the workspace (they store signals)
+
+    def reaches(self, folder: Path) -> bool:
+        return self.shared
 
     def map_content(
-        self, source: ContentSource, fn: Any, *, args: tuple[Any, ...], batch_size: int, description: str
+        self,
+        source: ContentSource,
+        fn: Any,
+        *,
+        args: tuple[Any, ...],
+        batch_size: int,
+        description: str,
+        finish: Finish | None = None,
+    ) -> Iterator[pa.Table]:
+        outputs = self._first_step(source, fn, args, batch_size)
+        if finish is None:
+            yield from outputs
+            return
+        # The second step over fn's outputs in batches of finish.rows rows, as Ray Data forms them.
+        held: list[pa.Table] = []
+        for table in outputs:
+            held.append(table)
+            while sum(t.num_rows for t in held) >= finish.rows:
+                whole = pa.concat_tables(held, promote_options="default")
+                held = [whole.slice(finish.rows)]
+                yield finish.fn(whole.slice(0, finish.rows), *finish.args)
+        if held and sum(t.num_rows for t in held):
+            yield finish.fn(pa.concat_tables(held, promote_options="default"), *finish.args)
+
+    def _first_step(
+        self, source: ContentSource, fn: Any, args: tuple[Any, ...], batch_size: int
     ) -> Iterator[pa.Table]:
         if source.files:
             self.read.append("files")
@@ -114,11 +143,18 @@ def _rows(n: int, seed: int) -> list[dict[str, object]]:
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
-def test_engine_read_signals_equal_local_with_and_without_cache_hits(tmp_path: Path, fmt: str) -> None:
+@pytest.mark.parametrize("shared", [True, False])
+def test_engine_read_signals_equal_local_with_and_without_cache_hits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, shared: bool
+) -> None:
+    """Signals computed by an engine's workers equal the local engine's: stored in the cache by the
+    workers themselves (a shared workspace; parts of 20 rows, which end inside later blocks of 16),
+    or sent back and stored here."""
+    monkeypatch.setattr(pipeline, "STORE_ROWS", 20)
     settings = SignalSettings(batch_size=16)
     rows = _rows(90, seed=3)
     dataset = read_dataset(_write(tmp_path / f"data.{fmt}", pa.Table.from_pylist(rows), 25))
-    engine = ReadingEngine()
+    engine = ReadingEngine(shared=shared)
     assert isinstance(engine, ContentEngine) and not isinstance(LocalEngine(1), ContentEngine)
 
     want = compute_signals(dataset, LocalEngine(workers=1), settings)
@@ -128,6 +164,14 @@ def test_engine_read_signals_equal_local_with_and_without_cache_hits(tmp_path: P
     assert (first.computed, first.cached) == (90, 0)
     assert first.table.equals(want.table)
     assert np.array_equal(first.content_hashes, want.content_hashes)
+    # The table is the cache's parts, in order: 5 parts of 20 rows or less when the workers store.
+    parts = [pa.ipc.open_file(path).read_all() for path, _ in first.files]
+    assert [rows for _, rows in first.files] == ([20, 20, 20, 20, 10] if shared else [90])
+    assert [len(p) for p in parts] == [rows for _, rows in first.files]
+    assert pa.concat_tables(parts).drop_columns(["content_hash"]).equals(want.table)
+    hashes = pipeline.hashes_of(pa.concat_tables(parts).column("content_hash"))
+    assert np.array_equal(hashes, want.content_hashes)
+    assert all(Path(path).parent == cache.folder(settings.fingerprint("text")) for path, _ in first.files)
 
     # A larger dataset holding the first: its rows come from the cache, only new ones are computed.
     more = _rows(90, seed=3) + _rows(40, seed=4)

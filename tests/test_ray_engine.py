@@ -111,6 +111,56 @@ def test_workers_read_parquet_content_by_row_group_in_row_order(
     assert again.column("value").to_pylist() == texts
 
 
+def test_workers_store_signals_in_a_shared_workspace_and_resume_from_them(
+    cluster: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers write the signals they compute to the workspace's cache themselves (parts of at
+    least STORE_ROWS rows, made of several blocks of 20); only hashes and cache positions come back.
+    A resumed run over more data mixes blocks that are all cached, partly cached and new; a
+    workspace the workers cannot reach falls back to storing here. Signals equal the local engine's."""
+    from curata.signals.cache import SignalCache
+    from curata.signals.pipeline import SignalSettings, compute_signals
+
+    engine = cluster["engine"]
+    monkeypatch.setattr(pipeline, "STORE_ROWS", 70)
+    settings = SignalSettings(batch_size=20)
+    rng = random.Random(11)
+    texts = [random_text(rng, 25) for _ in range(150)]
+    first = tmp_path / "first.parquet"
+    pq.write_table(pa.table({"id": range(100), "text": texts[:100]}), first, row_group_size=40)
+    # Rows 100..149 are new, placed among the old ones: some blocks all cached, some mixed.
+    grown_texts = texts[:40] + texts[100:120] + texts[40:100] + texts[120:150]
+    grown = tmp_path / "grown.parquet"
+    pq.write_table(pa.table({"id": range(150), "text": grown_texts}), grown, row_group_size=40)
+
+    workspace = tmp_path / "ws"
+    assert engine.reaches(workspace)
+    assert not list(workspace.glob(".reach-*"))  # the probe file is removed
+    cache = SignalCache(workspace)
+    data = read_dataset(first)
+    got = compute_signals(data, engine, settings, cache)
+    assert got.table.equals(compute_signals(data, LocalEngine(1), settings).table)
+    # Blocks of 20 stored in batches of 70 rows (Ray Data ends a batch early at some bundles' ends).
+    assert sum(rows for _, rows in got.files) == 100 and 2 <= len(got.files) <= 3
+    assert max(rows for _, rows in got.files) == 70
+    stored = pa.concat_tables(pa.ipc.open_file(path).read_all() for path, _ in got.files)
+    assert stored.drop_columns(["content_hash"]).equals(got.table)
+
+    data = read_dataset(grown)
+    again = compute_signals(data, engine, settings, cache)
+    assert (again.cached, again.computed) == (100, 50)
+    assert again.table.equals(compute_signals(data, LocalEngine(1), settings).table)
+    parts = sorted(cache.folder(settings.fingerprint("text")).glob("part-*.arrow"))
+    assert sum(pa.ipc.open_file(p).read_all().num_rows for p in parts) == 150
+
+    # Workers that do not see the workspace: the blocks come back and are stored here.
+    monkeypatch.setattr(engine, "_reaches", {str(workspace.resolve() / "other"): False})
+    other = SignalCache(workspace / "other")
+    monkeypatch.setattr(other, "folder", lambda fingerprint: workspace.resolve() / "other")
+    here = compute_signals(data, engine, settings, other)
+    assert here.table.equals(again.table) and [rows for _, rows in here.files] == [150]
+
+
 def _raise_input_error(batch: list[int]) -> list[int]:
     raise InputError(f"row {batch[0]}: unreadable")
 
@@ -478,6 +528,8 @@ def test_a_run_lost_past_retries_fails_in_one_line_and_the_rerun_resumes(
     total = len(texts)
     poison = texts[-8]  # in the last signal batch (40 rows a batch): every earlier batch completes
     monkeypatch.setattr(pipeline, "text_batch_signals", functools.partial(_die_on, poison=poison))
+    # The workers store each batch as a part of the cache (16,384 rows a part or more otherwise).
+    monkeypatch.setattr(pipeline, "STORE_ROWS", 40)
     monkeypatch.setattr(
         audit_module, "get_engine", lambda *a, **k: RayEngine(cluster["address"], max_retries=0)
     )

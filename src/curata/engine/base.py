@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
@@ -98,6 +99,17 @@ class ContentSource:
     local_copy: bool = False
 
 
+@dataclass(frozen=True)
+class Finish:
+    """A second step of :meth:`ContentEngine.map_content`: ``fn(table, *args)`` over the first
+    step's output tables, in batches of at least ``rows`` rows (the last may be shorter), run where
+    those tables are (on a cluster: the workers), whose outputs are what comes back in row order."""
+
+    fn: Any
+    args: tuple[Any, ...]
+    rows: int
+
+
 @runtime_checkable
 class ContentEngine(Protocol):
     """An engine whose workers read the records' content themselves (Ray Data).
@@ -114,8 +126,15 @@ class ContentEngine(Protocol):
         args: tuple[Any, ...],
         batch_size: int,
         description: str,
+        finish: Finish | None = None,
     ) -> Iterator[pa.Table]:
-        """Yield ``fn(table, *args)`` for the content's batches, in row order (blocks may merge)."""
+        """Yield ``fn(table, *args)`` for the content's batches, in row order (blocks may merge);
+        with ``finish``, its function's outputs over those tables instead."""
+        ...
+
+    def reaches(self, folder: Path) -> bool:
+        """Whether every worker reads and writes the files under ``folder`` as this process sees
+        them (the same machine, or storage every machine mounts at that path)."""
         ...
 
     def map_partitions(

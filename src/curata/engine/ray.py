@@ -35,6 +35,7 @@ import os
 import socket
 import sys
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from curata import outofcore
-from curata.engine.base import ContentSource
+from curata.engine.base import ContentSource, Finish
 from curata.engine.ray_content import task_returns
 from curata.errors import ConfigError, EngineError, MissingDependencyError
 from curata.progress import progress_bar
@@ -71,6 +72,8 @@ KNN_QUERY_ROWS = 8_192
 #: Seconds to wait for a TCP answer from a cluster address before giving up (ray.init would
 #: otherwise retry for minutes).
 CONNECT_TIMEOUT_S = 5.0
+#: Seconds to wait for every node's answer to ``RayEngine.reaches``.
+REACH_TIMEOUT_S = 60.0
 
 #: Environment variables (by prefix) passed on to the workers: object stores' credentials and
 #: endpoints, which workers need to read the data.
@@ -289,6 +292,7 @@ class RayEngine:
         resources = self._ray.cluster_resources()
         self.workers = workers or max(1, int(resources.get("CPU", 1)))
         self.gpus = int(resources.get("GPU", 0))
+        self._reaches: dict[str, bool] = {}
 
     def map_batches(
         self,
@@ -332,11 +336,13 @@ class RayEngine:
         args: tuple[Any, ...],
         batch_size: int,
         description: str,
+        finish: Finish | None = None,
     ) -> Iterator[pa.Table]:
         """Yield ``fn(table, *args)`` over the source's content on Ray Data, in row order.
 
         Workers read Parquet content themselves (a read task per row group); ``map_batches`` runs
-        ``fn`` on batches of ``batch_size`` rows, on an actor pool when an argument keeps state.
+        ``fn`` on batches of ``batch_size`` rows, on an actor pool when an argument keeps state;
+        ``finish`` runs a second ``map_batches`` over fn's outputs on the workers.
         """
         from curata.engine import ray_content
 
@@ -352,6 +358,7 @@ class RayEngine:
             actors=(max(1, min(self.workers, self.gpus)) if gpu else self.workers) if actors else 0,
             gpu=gpu,
             max_retries=self.max_retries,
+            finish=finish,
         )
         # Ray Data does not run through a Ray Client (ray://) driver: there an actor on the cluster
         # runs the plan and hands the blocks over in order.
@@ -425,6 +432,41 @@ class RayEngine:
                     raise self._lost(exc) from None
                 advance(len(bundle))
                 yield from values
+
+    def reaches(self, folder: Path) -> bool:
+        """Whether a task on every live node of the cluster reads a file this process writes under
+        ``folder`` and writes one there itself: a shared workspace (the answer is kept per folder;
+        nodes that join later are not asked)."""
+        key = str(Path(folder).resolve())
+        if key not in self._reaches:
+            self._reaches[key] = self._probe(Path(key))
+        return self._reaches[key]
+
+    def _probe(self, folder: Path) -> bool:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        ray = self._ray
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            token = uuid.uuid4().hex
+            probe = folder / f".reach-{token}"
+            probe.write_text(token)
+        except OSError:
+            return False
+        try:
+            nodes = [node["NodeID"] for node in ray.nodes() if node.get("Alive")]
+            check = ray.remote(sees_probe)
+            refs = [
+                check.options(
+                    num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
+                ).remote(str(probe), token)
+                for node in nodes
+            ]
+            return bool(nodes) and all(ray.get(refs, timeout=REACH_TIMEOUT_S))
+        except Exception:  # any failure to ask means: not shared
+            return False
+        finally:
+            probe.unlink(missing_ok=True)
 
     def _lost(self, exc: BaseException) -> BaseException:
         """The function's own exception when it raised one, else a one-line EngineError."""
@@ -656,6 +698,21 @@ class RayEngine:
         except ray.exceptions.RayError as exc:
             raise _step_failed("exact-duplicate grouping", exc) from None
         return group
+
+
+def sees_probe(path: str, token: str) -> bool:
+    """Task of ``RayEngine.reaches``: the probe file at ``path`` holds ``token``, and a file can be
+    written and removed beside it."""
+    try:
+        probe = Path(path)
+        if probe.read_text() != token:
+            return False
+        mine = probe.with_name(f"{probe.name}-{os.getpid()}-{uuid.uuid4().hex}")
+        mine.write_text(token)
+        mine.unlink()
+    except OSError:
+        return False
+    return True
 
 
 def _gather_batches(reader: pa.RecordBatchReader, rows: int) -> Iterator[pa.Table]:

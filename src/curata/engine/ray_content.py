@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from curata.engine.base import ContentSource
+from curata.engine.base import ContentSource, Finish
 from curata.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -241,6 +241,7 @@ class ContentPlan:
     """A ``map_content`` run: the source, the function and how Ray Data runs it.
 
     ``actors``: the size of the actor pool, 0 for plain tasks; ``args`` may hold :class:`Stored`.
+    ``finish``: a second map over fn's outputs, in larger batches (see :class:`Finish`).
     """
 
     source: ContentSource
@@ -250,6 +251,7 @@ class ContentPlan:
     actors: int
     gpu: bool
     max_retries: int
+    finish: Finish | None = None
 
     def run(self) -> Iterator[pa.Table]:
         """Run the plan on Ray Data from this process and yield its output blocks in row order."""
@@ -277,6 +279,16 @@ class ContentPlan:
             else:
                 dataset = dataset.map_batches(
                     run_on_block, fn_args=(self.fn, *self.args), max_retries=self.max_retries, **options
+                )
+            if self.finish is not None:
+                # While an actor pool holds the CPUs, the second step asks for none (as the reads).
+                dataset = dataset.map_batches(
+                    run_on_block,
+                    fn_args=(self.finish.fn, *self.finish.args),
+                    batch_size=max(self.finish.rows, self.batch_size),
+                    batch_format="pyarrow",
+                    num_cpus=0 if self.actors else 1,
+                    max_retries=self.max_retries,
                 )
             yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1)
 

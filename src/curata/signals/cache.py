@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from pathlib import Path
 
@@ -24,13 +25,14 @@ class SignalCache:
     def __init__(self, workspace: Path) -> None:
         self.root = Path(workspace) / "signals"
 
-    def _folder(self, fingerprint: str) -> Path:
+    def folder(self, fingerprint: str) -> Path:
+        """The folder holding ``fingerprint``'s parts (it may not exist yet)."""
         digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
         return self.root / digest
 
     def load(self, fingerprint: str) -> pa.Table | None:
         """Return every cached row for ``fingerprint`` (column ``content_hash`` first), or None."""
-        folder = self._folder(fingerprint)
+        folder = self.folder(fingerprint)
         if not folder.is_dir():
             return None
         tables = [outofcore.map_arrow_file(p) for p in sorted(folder.glob("part-*.arrow"))]
@@ -51,13 +53,28 @@ class SignalCache:
         (None when ``table`` is empty)."""
         if table.num_rows == 0:
             return None
-        folder = self._folder(fingerprint)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "FINGERPRINT").write_text(fingerprint + "\n")
-        path = folder / f"part-{uuid.uuid4().hex}.arrow"
-        outofcore.write_arrow_file(path, [table], table.schema)
-        return path
+        return write_part(self.folder(fingerprint), fingerprint, table)
 
     def temp_folder(self) -> Path:
         """Where the signal steps put their temporary files (inside the workspace)."""
         return self.root / "tmp"
+
+
+def write_part(folder: Path, fingerprint: str, table: pa.Table) -> Path:
+    """Write ``table`` (signal columns, then ``content_hash``) as a new part of the cache folder
+    ``folder`` of ``fingerprint``; returns its path.
+
+    Workers of a distributed engine call it too, when they share the workspace with this process:
+    the part is written under a temporary name and renamed, so a worker lost mid-write leaves no
+    half part, and parts from a retried task only repeat rows (the same content, the same signals).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / "FINGERPRINT"
+    if not marker.exists():
+        tmp = folder / f".tmp-{uuid.uuid4().hex}"
+        tmp.write_text(fingerprint + "\n")
+        os.replace(tmp, marker)
+    path = folder / f"part-{uuid.uuid4().hex}.arrow"
+    outofcore.write_arrow_file(path, [table], table.schema)
+    return path

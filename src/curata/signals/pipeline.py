@@ -15,9 +15,9 @@ import xxhash
 
 from curata import outofcore
 from curata.dataset import Dataset
-from curata.engine.base import ContentEngine, ContentSource, Engine
-from curata.errors import InputError
-from curata.signals.cache import SignalCache
+from curata.engine.base import ContentEngine, ContentSource, Engine, Finish
+from curata.errors import EngineError, InputError
+from curata.signals.cache import SignalCache, write_part
 from curata.signals.image import ImageHashSettings, image_signals
 from curata.signals.text import MinHashSettings, band_keys, minhash_signatures, normalize_text
 
@@ -53,6 +53,11 @@ class Signals:
     computed: int
     cached: int
     content_hashes: np.ndarray | None = None
+    #: (path, rows) of the Arrow files whose rows, in this order, are ``table`` (with a
+    #: ``content_hash`` column more): the cache's parts, when a run computed every row. A
+    #: distributed engine's tasks read rows from them (see :class:`curata.engine.base.ColumnRows`).
+    #: Empty when the table is a temporary file of this process.
+    files: tuple[tuple[str, int], ...] = ()
 
     def column(self, name: str) -> pa.ChunkedArray:
         """Return one signal column."""
@@ -264,18 +269,30 @@ def map_records(
     if cached is not None and cached.num_rows:
         cached_sorted, cached_order = sorted_hashes(cached.column("content_hash"), _spill_settings(cache))
         outofcore.release(cached)
-    stream: Iterator[tuple[np.ndarray, np.ndarray, pa.Table | None]]
+    stream: Iterator[tuple[np.ndarray, np.ndarray, pa.Table | None, list[str]]]
+    workers_store = False
     if isinstance(engine, ContentEngine) and modality in ("text", "image"):
+        # When the workers share the workspace, they write what they compute to the cache
+        # themselves and send back only each record's hash and cache position: the signals do not
+        # pass through this process, which reads them from the cache's files.
+        finish = None
+        if cache is not None and engine.reaches(cache.folder(fingerprint)):
+            finish = Finish(store_computed, (str(cache.folder(fingerprint)), fingerprint), STORE_ROWS)
+            workers_store = True
         blocks = engine.map_content(
             content_source(dataset),
             signals_of_content,
             args=(modality, str(dataset.root), fn, args, cached_sorted),
             batch_size=batch_size,
             description=description,
+            finish=finish,
         )
         stream = (_split_block(block) for block in blocks)
     else:
-        stream = _read_here(dataset, engine, fn, args, cached_sorted, batch_size, description)
+        stream = (
+            (*item, [])
+            for item in _read_here(dataset, engine, fn, args, cached_sorted, batch_size, description)
+        )
 
     n_rows = dataset.num_rows
     # One content hash per row, in a file-backed array (16 bytes a row are not kept in memory),
@@ -288,6 +305,8 @@ def map_records(
     )
     source = outofcore.row_array(n_rows, np.int64, spill)
     computed_parts: list[pa.Table] = []
+    # (path, rows) of each computed part when it is a file of the cache (see ``Signals.files``).
+    part_files: list[tuple[str, int]] = []
     fresh: list[pa.Table] = []
     fresh_rows = 0
     n_computed = 0
@@ -303,11 +322,12 @@ def map_records(
         if cache is not None:
             path = cache.store(fingerprint, part)
             if path is not None:
+                part_files.append((str(path), part.num_rows))
                 return outofcore.map_arrow_file(path)
         return outofcore.spill_table([part], part.schema, spill_folder)
 
     try:
-        for hashes, at, result in stream:
+        for hashes, at, result, stored in stream:
             lo, hi = offset, offset + len(hashes)
             offset = hi
             if hi > n_rows:
@@ -318,7 +338,17 @@ def map_records(
             where = np.full(hi - lo, -1, dtype=np.int64)
             where[found] = cached_order[at[found]]
             n_cached += int(np.count_nonzero(found))
-            if result is not None:
+            if workers_store:
+                # The records not found were computed and stored in order, in the parts named so
+                # far (a part's rows may end in a later block: only the totals must agree).
+                computed_now = int(np.count_nonzero(~found))
+                where[~found] = -2 - np.arange(n_computed, n_computed + computed_now)
+                n_computed += computed_now
+                for path in stored:
+                    part = outofcore.map_arrow_file(Path(path))
+                    computed_parts.append(part)
+                    part_files.append((path, part.num_rows))
+            elif result is not None:
                 computed_now = int(np.count_nonzero(~found))
                 where[~found] = -2 - np.arange(n_computed, n_computed + computed_now)
                 n_computed += computed_now
@@ -334,6 +364,11 @@ def map_records(
         if fresh:
             computed_parts.append(keep(fresh))
         del fresh
+    if workers_store and sum(rows for _, rows in part_files) != n_computed:
+        raise EngineError(
+            f"{description or 'signals'}: the workers stored {sum(r for _, r in part_files)} computed "
+            f"records but {n_computed} were computed; re-run to go on (what they stored is in the cache)"
+        )
     if offset != n_rows:
         raise InputError(
             f"{dataset.source}: {offset} records were read for {description or 'signals'} but the data "
@@ -343,7 +378,9 @@ def map_records(
     del computed_parts
     if computed is not None and n_computed == n_rows:
         # Nothing came from the cache: the computed rows are already in row order, no gather needed.
-        return Signals(computed.drop_columns(["content_hash"]), modality, n_computed, 0, content_hashes)
+        files = tuple(part_files) if cache is not None else ()
+        table = computed.drop_columns(["content_hash"])
+        return Signals(table, modality, n_computed, 0, content_hashes, files)
     if n_computed + n_cached != n_rows or n_rows == 0:
         raise InputError(f"{dataset.source}: no records to audit")
     # Each row's place in [computed rows, whole cache], gathered chunk by chunk into a spill file.
@@ -499,18 +536,46 @@ def signals_of_content(
     return out
 
 
-def _split_block(block: pa.Table) -> tuple[np.ndarray, np.ndarray, pa.Table | None]:
-    """(hashes, cache positions or -1, computed rows of fn's columns or None) of a worker's block."""
+def _split_block(block: pa.Table) -> tuple[np.ndarray, np.ndarray, pa.Table | None, list[str]]:
+    """(hashes, cache positions or -1, computed rows of fn's columns or None, parts the workers
+    stored) of a worker's block."""
     hashes = hashes_of(block.column("content_hash"))
     at = np.asarray(block.column("cache_pos").to_numpy(), dtype=np.int64)
+    if "part" in block.column_names:
+        return hashes, at, None, [p for p in block.column("part").to_pylist() if p is not None]
     computed = at < 0
     signal_columns = [c for c in block.column_names if c not in ("content_hash", "cache_pos")]
     if not computed.any() or not signal_columns:
-        return hashes, at, None
+        return hashes, at, None, []
     done = block.select(signal_columns)
     if not computed.all():
         done = done.filter(pa.array(computed))
-    return hashes, at, done
+    return hashes, at, done, []
+
+
+#: Rows at least in a part of the cache that workers store (see ``store_computed``).
+STORE_ROWS = 16_384
+
+
+def store_computed(block: pa.Table, folder: str, fingerprint: str) -> pa.Table:
+    """Worker side, after :func:`signals_of_content` when the workers share the workspace: write the
+    block's computed rows to the cache as one part (:func:`curata.signals.cache.write_part`) and
+    return only ``content_hash``, ``cache_pos`` and ``part``: the part's path on the block's first
+    computed row, null elsewhere."""
+    at = np.asarray(block.column("cache_pos").to_numpy(), dtype=np.int64)
+    computed = np.flatnonzero(at < 0)
+    signal_columns = [c for c in block.column_names if c not in ("content_hash", "cache_pos")]
+    part: list[str | None] = [None] * block.num_rows
+    if len(computed) and signal_columns:
+        rows = block.take(pa.array(computed)).select([*signal_columns, "content_hash"])
+        part[int(computed[0])] = str(write_part(Path(folder), fingerprint, rows))
+    return pa.table(
+        {
+            "content_hash": block.column("content_hash"),
+            "cache_pos": block.column("cache_pos"),
+            "part": pa.array(part, pa.string()),
+        }
+    )
 
 
 #: Computed rows gathered into one contiguous Arrow table at a time (see ``_compact``).
