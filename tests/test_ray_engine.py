@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curata.audit import AuditResult, AuditSettings, audit
-from curata.engine import LocalEngine, get_engine
+from curata.engine import ColumnRows, LocalEngine, get_engine
 from curata.errors import ConfigError, EngineError, InputError, MissingDependencyError
 from curata.io import read_dataset
 from curata.lsh import candidate_pairs
@@ -279,6 +279,72 @@ def test_bucket_pairs_equal_candidate_pairs(
         engine.bucket_pairs(np.zeros(3, np.uint32))
 
 
+def _stored_column(folder: Path, values: np.ndarray, name: str, sizes: list[int]) -> ColumnRows:
+    """``values`` (rows, width) written as Arrow files of ``sizes`` rows, as a ColumnRows of them."""
+    from curata import outofcore
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files, tables, start = [], [], 0
+    for k, size in enumerate(sizes):
+        part = values[start : start + size]
+        flat = pa.array(part.reshape(-1))
+        column = pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
+        table = pa.table({name: column, "other": range(size)})
+        path = folder / f"part-{k}.arrow"
+        outofcore.write_arrow_file(path, [table], table.schema)
+        files.append((str(path), size))
+        tables.append(outofcore.map_arrow_file(path))
+        start += size
+    assert start == len(values)
+    return ColumnRows(pa.concat_tables(tables).column(name), None, name, tuple(files))
+
+
+def test_stored_band_keys_and_vectors_are_read_by_the_tasks(
+    cluster: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Band keys and vectors kept in files the workers reach: the tasks read the selected rows
+    there (this process never gathers them) and the pairs and neighbours equal the local engine's
+    on the gathered rows; files the workers cannot reach are gathered here and sent."""
+    import dataclasses
+
+    from curata.engine import ray as ray_engine
+
+    engine = cluster["engine"]
+    monkeypatch.setattr(ray_engine, "MAP_KEYS", 4_000)  # several map tasks, each over a few files
+    monkeypatch.setattr(ray_engine, "KNN_QUERY_ROWS", 53)
+    rng = np.random.default_rng(5)
+    keys = rng.integers(0, 1500, (3000, 8)).astype(np.uint32)
+    keys[2000:2010] = keys[5]  # a bucket across files
+    sizes = [700, 300, 1, 999, 1000]
+    stored = _stored_column(tmp_path / "keys", keys, "band_keys", sizes)
+    rows = np.flatnonzero(np.arange(3000) % 7 != 3)  # some rows left out (exact copies)
+    selected = dataclasses.replace(stored, rows=rows)
+    want = candidate_pairs(keys[rows], 50)
+
+    gathered = ColumnRows.to_array
+    calls: list[int] = []
+    monkeypatch.setattr(ColumnRows, "to_array", lambda self: calls.append(len(self)) or gathered(self))
+    np.testing.assert_array_equal(engine.bucket_pairs(selected, 50), want)
+    np.testing.assert_array_equal(engine.bucket_pairs(stored, 50), candidate_pairs(keys, 50))
+    vectors = rng.normal(size=(900, 12)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors[400] = vectors[17]  # a tie
+    held = _stored_column(tmp_path / "vectors", vectors, "embedding", [250, 250, 400])
+    picked = np.flatnonzero(np.arange(900) % 5 != 0)
+    got = engine.nearest_neighbours(dataclasses.replace(held, rows=picked), 5, "cosine")
+    assert calls == []  # nothing was gathered in this process
+    local = LocalEngine(workers=1).nearest_neighbours(vectors[picked], 5, "cosine")
+    assert np.array_equal(got.index, local.index)
+    assert np.allclose(got.distance, local.distance, atol=1e-5)
+
+    # Unreachable files: gathered here (one call per step), the same results.
+    monkeypatch.setattr(engine, "reaches", lambda folder: False)
+    np.testing.assert_array_equal(engine.bucket_pairs(selected, 50), want)
+    again = engine.nearest_neighbours(dataclasses.replace(held, rows=picked), 5)
+    assert np.array_equal(again.index, local.index)
+    assert calls == [len(rows), len(picked)]
+
+
 @pytest.mark.parametrize("parts", [1, 3])
 def test_bucket_shuffle_tasks_run_in_process_equal_candidate_pairs(parts: int) -> None:
     """The shuffle's map, reduce and merge functions, called in turn here (no cluster), give
@@ -460,10 +526,35 @@ def test_on_ray_the_driver_never_reads_the_parquet_content(
         return jobs
 
     monkeypatch.setattr(groups, "_partition_pairs", count_parts)
+    # The workers store the signals and embeddings in the workspace: what comes back to the driver
+    # is each record's hash and cache position; the LSH shuffle's and the kNN's tasks read the band
+    # keys and vectors from the cache's files, so the driver gathers neither.
+    returned: list[str] = []
+    split_block = pipeline._split_block
+
+    def columns_back(block: pa.Table) -> Any:
+        returned.extend(block.column_names)
+        return split_block(block)
+
+    monkeypatch.setattr(pipeline, "_split_block", columns_back)
+    monkeypatch.setattr(ColumnRows, "to_array", refuse)
+    from curata.engine.ray import RayEngine
+
+    read_there: list[str] = []
+    stored_of = RayEngine._stored
+
+    def note_stored(self: RayEngine, value: Any) -> Any:
+        found = stored_of(self, value)
+        read_there.append(found.name if found is not None else "gathered")
+        return found
+
+    monkeypatch.setattr(RayEngine, "_stored", note_stored)
     result = _ray_audit(text_data, tmp_path / "o", cluster, tmp_path / "ws")
     assert _findings(result) == _findings(text_local)
     assert _statuses(result) == _statuses(text_local)
     assert parts and all((p > 1) == (verify_chars is not None) for p in parts)
+    assert set(returned) == {"content_hash", "cache_pos", "part"}
+    assert sorted(set(read_there)) == ["band_keys", "embedding"]
 
 
 @pytest.mark.parametrize("read", ["held", "staged", "staged-other-nodes"])

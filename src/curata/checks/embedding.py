@@ -17,6 +17,7 @@ import pyarrow as pa
 from curata.checks.base import Check, Context, FindingsBuilder, register
 from curata.checks.groups import context_engine
 from curata.dataset import Dataset
+from curata.engine.base import ColumnRows
 from curata.errors import ConfigError, InputError
 from curata.knn import Metric, Neighbours, cross_neighbours, nearest_neighbours
 from curata.signals.embed import Embeddings, EmbedSettings, compute_embeddings, embed_like
@@ -124,7 +125,8 @@ def shared_neighbours(context: Context) -> Neighbours:
         emb = shared_embeddings(context)
         rows = np.flatnonzero(emb.ok)
         k = min(model_settings(context).outlier_k, max(1, len(rows) - 1))
-        found = context_engine(context).nearest_neighbours(emb.vectors[rows], k, emb.metric)
+        vectors = ColumnRows(emb.vectors, rows, "embedding", emb.files)
+        found = context_engine(context).nearest_neighbours(vectors, k, emb.metric)
         index = np.where(found.index >= 0, rows[np.maximum(found.index, 0)], -1)
         full_idx = np.full((len(emb.ok), index.shape[1]), -1, dtype=np.int64)
         full_dist = np.zeros((len(emb.ok), index.shape[1]), dtype=np.float32)

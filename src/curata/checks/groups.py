@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from curata.checks.base import Context
 from curata.dataset import SPLIT_ORDER, Dataset
-from curata.engine.base import ContentEngine
+from curata.engine.base import ColumnRows, ContentEngine
 from curata.signals.pipeline import Signals, content_source
 
 if TYPE_CHECKING:
@@ -262,29 +262,6 @@ def normalized_texts(dataset: Dataset, rows: np.ndarray) -> list[str]:
     return [normalize_text(str(v)) if v is not None else "" for v in values]
 
 
-def rep_band_keys(signals: Signals, reps: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """The (len(reps), bands) band keys of rows ``reps``, gathered chunk by chunk (no combined copy
-    of the whole column first), into ``out`` when given (e.g. an ``outofcore.spill_array``)."""
-    from curata import outofcore
-
-    col = signals.column("band_keys")
-    bands = col.type.list_size
-    if out is None:
-        dtype = col.type.value_type.to_pandas_dtype() if len(col) else np.uint32
-        out = np.empty((len(reps), bands), dtype=dtype)
-    offset = 0
-    for chunk in col.chunks:
-        lo, hi = np.searchsorted(reps, [offset, offset + len(chunk)])
-        if hi > lo:
-            values = chunk.values.slice(chunk.offset * bands, len(chunk) * bands)
-            view = np.asarray(values.to_numpy(zero_copy_only=False)).reshape(-1, bands)
-            out[lo:hi] = view[reps[lo:hi] - offset]
-            outofcore.release_rows(out, int(lo), int(hi))
-            outofcore.release(chunk)
-        offset += len(chunk)
-    return out
-
-
 def context_engine(context: Context) -> Engine:
     """The engine the audit runs on (a one-worker local engine when the context names none)."""
     from curata.engine import LocalEngine
@@ -302,15 +279,11 @@ def text_near_pairs(context: Context, reps: np.ndarray) -> NearPairs:
     settings = context.settings["signals"].minhash
     engine = context_engine(context)
     with outofcore.configured(**workspace_temp(context)):
-        key_type = signals.column("band_keys").type
-        # Past the in-memory size the keys go to a file-backed array the out-of-core path reads by
-        # chunks: they are a copy of the signal column (rows of exact copies left out), as large.
-        shape = (len(reps), key_type.list_size)
-        spill = shape[0] * shape[1] > outofcore.current().max_in_memory_keys
-        out = outofcore.spill_array(shape, key_type.value_type.to_pandas_dtype()) if spill else None
-        keys = rep_band_keys(signals, reps, out)
+        # The band keys of the rows that are no exact copy, by reference: the engine gathers them
+        # (file-backed past the in-memory size), or its tasks read them from the signal cache.
+        keys = ColumnRows(signals.column("band_keys"), reps, "band_keys", signals.files)
         cand = engine.bucket_pairs(keys, DEFAULT_MAX_BUCKET)
-        del keys, out
+        del keys
         # From here on only the rows in some candidate pair, and the pairs as int32 positions.
         nodes, local = candidate_nodes(cand, len(reps))
         del cand

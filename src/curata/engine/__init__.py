@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from curata.engine.base import Engine
+from curata.engine.base import ColumnRows, Engine
 from curata.engine.local import LocalEngine
 from curata.engine.ray import RayEngine
 from curata.errors import ConfigError, EngineError
@@ -27,4 +27,4 @@ def get_engine(name: str = "local", workers: int | None = None, *, address: str 
     raise ConfigError(f"unknown engine '{name}': expected {' or '.join(ENGINES)}")
 
 
-__all__ = ["ENGINES", "Engine", "EngineError", "LocalEngine", "RayEngine", "get_engine"]
+__all__ = ["ENGINES", "ColumnRows", "Engine", "EngineError", "LocalEngine", "RayEngine", "get_engine"]

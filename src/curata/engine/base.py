@@ -22,6 +22,99 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+@dataclass(frozen=True)
+class ColumnRows:
+    """Some rows of a per-record column of fixed-size lists (LSH band keys, embeddings), by reference.
+
+    ``column`` is the whole column as this process holds it (an Arrow column, often memory-mapped,
+    or a 2-D array), ``rows`` the rows wanted, ascending (None: every row). ``files``: when the
+    column is also kept in Arrow files that a cluster's workers may read (``(path, rows)`` in row
+    order, as :attr:`curata.signals.pipeline.Signals.files`), under the name ``name``. An engine
+    whose tasks reach those files reads the rows there, so they do not pass through this process;
+    any other engine takes :meth:`to_array`.
+    """
+
+    column: pa.ChunkedArray | np.ndarray
+    rows: np.ndarray | None = None
+    name: str = ""
+    files: tuple[tuple[str, int], ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.column) if self.rows is None else len(self.rows)
+
+    @property
+    def width(self) -> int:
+        """Values per row."""
+        column = self.column
+        return int(column.type.list_size) if isinstance(column, pa.ChunkedArray) else int(column.shape[1])
+
+    def to_array(self) -> np.ndarray:
+        """The rows as a ``(len(self), width)`` array, gathered chunk by chunk (no combined copy of
+        the whole column first); file-backed past ``max_in_memory_keys`` values (see
+        :func:`curata.outofcore.spill_array`)."""
+        from curata import outofcore
+
+        column, rows, n, width = self.column, self.rows, len(self), self.width
+        if isinstance(column, np.ndarray):
+            return column if rows is None else column[rows]
+        dtype = column.type.value_type.to_pandas_dtype() if len(column) else np.float32
+        if n * width > outofcore.current().max_in_memory_keys:
+            out = outofcore.spill_array((n, width), dtype)
+        else:
+            out = np.empty((n, width), dtype=dtype)
+        offset = 0
+        for chunk in column.chunks:
+            if rows is None:
+                lo, hi = offset, offset + len(chunk)
+            else:
+                lo, hi = (int(v) for v in np.searchsorted(rows, [offset, offset + len(chunk)]))
+            if hi > lo:
+                values = chunk.values.slice(chunk.offset * width, len(chunk) * width)
+                view = np.asarray(values.to_numpy(zero_copy_only=False)).reshape(-1, width)
+                out[lo:hi] = view if rows is None else view[np.asarray(rows[lo:hi]) - offset]
+                outofcore.release_rows(out, int(lo), int(hi))
+                outofcore.release(chunk)
+            offset += len(chunk)
+        return out
+
+
+def file_pieces(files: Sequence[tuple[str, int]], rows: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """For ``rows`` (ascending) of the concatenation of ``files``: (file index, first row of the
+    file, first and end position in ``rows``) of every file holding some of them."""
+    out = []
+    first = 0
+    for k, (_, count) in enumerate(files):
+        lo, hi = (int(v) for v in np.searchsorted(rows, [first, first + count]))
+        if hi > lo:
+            out.append((k, first, lo, hi))
+        first += count
+    return out
+
+
+def read_file_rows(
+    pieces: Sequence[tuple[str, int]], name: str, rows: np.ndarray, dtype: Any = None
+) -> np.ndarray:
+    """Task side of :class:`ColumnRows`: column ``name``'s values at ``rows`` of the Arrow files
+    ``pieces`` (``(path, first row)``: consecutive files of a column and where each starts in
+    it; ``rows`` ascending, counted in the whole column, all within these files), as a
+    ``(len(rows), width)`` array. The files are memory-mapped."""
+    from curata import outofcore
+
+    parts = []
+    for k, (path, first) in enumerate(pieces):
+        table = outofcore.map_arrow_file(Path(path))
+        end = first + table.num_rows
+        lo, hi = np.searchsorted(rows, [first, end])
+        if k + 1 < len(pieces) and pieces[k + 1][1] != end:
+            raise ValueError(f"{path}: the pieces are not consecutive")
+        if hi > lo:
+            parts.append(ColumnRows(table.column(name), np.asarray(rows[lo:hi]) - first).to_array())
+    if not parts:
+        return np.zeros((0, 0), dtype=dtype or np.float32)
+    out = np.concatenate(parts)
+    return out if dtype is None else out.astype(dtype, copy=False)
+
+
 class Engine(Protocol):
     """Runs ``fn(batch, *args)`` for each batch and yields results in input order.
 
@@ -48,8 +141,10 @@ class Engine(Protocol):
         """Yield ``fn(batch, *args)`` for each batch, in order."""
         ...
 
-    def bucket_pairs(self, band_keys: np.ndarray, max_bucket: int | None = None) -> np.ndarray:
+    def bucket_pairs(self, band_keys: np.ndarray | ColumnRows, max_bucket: int | None = None) -> np.ndarray:
         """The (m, 2) int64 row pairs ``i < j`` sharing a key in some band column, unique and sorted.
+
+        Rows count among ``band_keys``' rows (of a :class:`ColumnRows`: among the rows it selects).
 
         Same result as :func:`curata.lsh.candidate_pairs`: buckets of more than ``max_bucket`` rows
         emit a star from their lowest row plus a chain over consecutive rows instead of every pair
@@ -74,7 +169,9 @@ class Engine(Protocol):
         """
         ...
 
-    def nearest_neighbours(self, vectors: np.ndarray, k: int, metric: Metric = "cosine") -> Neighbours:
+    def nearest_neighbours(
+        self, vectors: np.ndarray | ColumnRows, k: int, metric: Metric = "cosine"
+    ) -> Neighbours:
         """The ``k`` nearest other rows of every row of ``vectors``, as
         :func:`curata.knn.nearest_neighbours` (neighbours ordered by distance, then row)."""
         ...

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from curata.engine.base import ColumnRows
 from curata.errors import ConfigError
 from curata.progress import progress_bar
 
@@ -104,11 +105,12 @@ class LocalEngine:
                     yield pending.popleft().result()
                     advance(1)
 
-    def bucket_pairs(self, band_keys: np.ndarray, max_bucket: int | None = None) -> np.ndarray:
+    def bucket_pairs(self, band_keys: np.ndarray | ColumnRows, max_bucket: int | None = None) -> np.ndarray:
         """Rows sharing a band key: :func:`curata.lsh.candidate_pairs`, in this process."""
         from curata.lsh import DEFAULT_MAX_BUCKET, candidate_pairs
 
-        return candidate_pairs(band_keys, DEFAULT_MAX_BUCKET if max_bucket is None else max_bucket)
+        keys = band_keys.to_array() if isinstance(band_keys, ColumnRows) else band_keys
+        return candidate_pairs(keys, DEFAULT_MAX_BUCKET if max_bucket is None else max_bucket)
 
     def connected_components(self, n: int, pairs: np.ndarray) -> np.ndarray:
         """Components as :func:`curata.lsh.connected_labels` (a union-find in this process)."""
@@ -116,11 +118,14 @@ class LocalEngine:
 
         return connected_labels(n, pairs)
 
-    def nearest_neighbours(self, vectors: np.ndarray, k: int, metric: Metric = "cosine") -> Neighbours:
+    def nearest_neighbours(
+        self, vectors: np.ndarray | ColumnRows, k: int, metric: Metric = "cosine"
+    ) -> Neighbours:
         """:func:`curata.knn.nearest_neighbours`, in this process (faiss uses its threads)."""
         from curata.knn import nearest_neighbours
 
-        return nearest_neighbours(vectors, k, metric)
+        x = vectors.to_array() if isinstance(vectors, ColumnRows) else vectors
+        return nearest_neighbours(x, k, metric)
 
     def group_representatives(self, keys: pa.ChunkedArray, valid: np.ndarray, rank: np.ndarray) -> np.ndarray:
         """Exact groups as :func:`curata.engine.grouping.group_representatives`, in this process."""

@@ -42,16 +42,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+import pyarrow as pa
 
 from curata import outofcore
-from curata.engine.base import ContentSource, Finish
+from curata.engine.base import ColumnRows, ContentSource, Finish, file_pieces, read_file_rows
 from curata.engine.ray_content import task_returns
 from curata.errors import ConfigError, EngineError, MissingDependencyError
 from curata.progress import progress_bar
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from curata.knn import Metric, Neighbours
 
 R = TypeVar("R")
@@ -507,31 +506,67 @@ class RayEngine:
                 "read from the workspace cache)"
             ) from None
 
-    def bucket_pairs(self, band_keys: np.ndarray, max_bucket: int | None = None) -> np.ndarray:
-        """Rows sharing a band key (as :func:`curata.lsh.candidate_pairs`), by a Ray Data shuffle."""
+    def bucket_pairs(self, band_keys: np.ndarray | ColumnRows, max_bucket: int | None = None) -> np.ndarray:
+        """Rows sharing a band key (as :func:`curata.lsh.candidate_pairs`), by a shuffle of tasks.
+
+        The map tasks read the band keys from the signal cache's files themselves when they are
+        there and every node reaches them (:meth:`reaches`); otherwise this process sends them.
+        """
         from curata.lsh import DEFAULT_MAX_BUCKET
 
-        keys = np.asarray(band_keys)
-        if keys.ndim != 2:
-            raise ConfigError(f"band_keys must be a 2-D (rows, bands) array, got shape {keys.shape}")
         limit = DEFAULT_MAX_BUCKET if max_bucket is None else max_bucket
         if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < 2:
             raise ConfigError(f"max_bucket must be an integer >= 2, got {limit!r}")
+        stored = self._stored(band_keys)
+        if stored is not None:
+            column = stored.column
+            if isinstance(column, pa.ChunkedArray) and not pa.types.is_integer(column.type.value_type):
+                raise ConfigError(f"band_keys must hold integers, got {column.type.value_type}")
+            n, bands = len(stored), stored.width
+            if n < 2 or bands == 0:
+                return np.zeros((0, 2), dtype=np.int64)
+            return self._shuffle_pairs(self._stored_key_maps(stored), n, bands, int(limit))
+        keys = band_keys.to_array() if isinstance(band_keys, ColumnRows) else np.asarray(band_keys)
+        if keys.ndim != 2:
+            raise ConfigError(f"band_keys must be a 2-D (rows, bands) array, got shape {keys.shape}")
         if keys.size and not np.issubdtype(keys.dtype, np.integer):
             raise ConfigError(f"band_keys must hold integers, got {keys.dtype}")
         n, bands = keys.shape
         if n < 2 or bands == 0:
             return np.zeros((0, 2), dtype=np.int64)
-        return self._shuffle_pairs(keys, int(limit))
-
-    def _shuffle_pairs(self, keys: np.ndarray, max_bucket: int) -> np.ndarray:
-        ray = self._ray
-        n, bands = keys.shape
-        parts = max(self.workers, math.ceil(n * bands / PARTITION_KEYS))
+        parts = self._key_parts(n, bands)
+        split = ray_remote(self, split_band_keys, returns=parts)
         rows_per_chunk = max(1, MAP_KEYS // bands)
-        split = ray.remote(split_band_keys).options(
-            num_cpus=1, num_returns=parts, max_retries=self.max_retries
+        mapped = (
+            split.remote(np.ascontiguousarray(keys[s : s + rows_per_chunk]), s, parts)
+            for s in range(0, n, rows_per_chunk)
         )
+        return self._shuffle_pairs(mapped, n, bands, int(limit))
+
+    def _stored(self, value: Any) -> ColumnRows | None:
+        """``value`` when it is a :class:`ColumnRows` kept in files every node reaches, else None."""
+        if not isinstance(value, ColumnRows) or not value.files or not value.name:
+            return None
+        if sum(rows for _, rows in value.files) != len(value.column):
+            return None
+        folders = {str(Path(path).parent) for path, _ in value.files}
+        return value if all(self.reaches(Path(folder)) for folder in folders) else None
+
+    def _key_parts(self, n: int, bands: int) -> int:
+        return max(self.workers, math.ceil(n * bands / PARTITION_KEYS))
+
+    def _stored_key_maps(self, stored: ColumnRows) -> Iterator[Any]:
+        """The shuffle's map tasks over stored band keys: each reads about ``MAP_KEYS`` keys of the
+        selected rows from consecutive files of the cache and splits them by a hash of (band, key)."""
+        n, bands = len(stored), stored.width
+        parts = self._key_parts(n, bands)
+        split = ray_remote(self, split_stored_keys, returns=parts)
+        for pieces, rows, offset in stored_runs(stored, max(1, MAP_KEYS // bands)):
+            yield split.remote(pieces, stored.name, rows, offset, parts)
+
+    def _shuffle_pairs(self, mapped_refs: Iterable[Any], n: int, bands: int, max_bucket: int) -> np.ndarray:
+        ray = self._ray
+        parts = self._key_parts(n, bands)
         bucket = ray.remote(bucket_pair_codes).options(
             num_cpus=1, num_returns=parts, max_retries=self.max_retries
         )
@@ -539,10 +574,7 @@ class RayEngine:
         # Map: each chunk of rows split by a hash of (band, key). Reduce: every bucket's pairs,
         # split by ranges of the pair's first row. Merge: one range's distinct pairs. Each stage's
         # refs are dropped once the next is submitted, so Ray frees an output when its reader ends.
-        mapped = [
-            _as_list(split.remote(np.ascontiguousarray(keys[s : s + rows_per_chunk]), s, parts), parts)
-            for s in range(0, n, rows_per_chunk)
-        ]
+        mapped = [_as_list(refs, parts) for refs in mapped_refs]
         reduced = [
             _as_list(bucket.remote(max_bucket, n, parts, *(out[p] for out in mapped)), parts)
             for p in range(parts)
@@ -616,9 +648,12 @@ class RayEngine:
                 labels = jumped
         return labels
 
-    def nearest_neighbours(self, vectors: np.ndarray, k: int, metric: Metric = "cosine") -> Neighbours:
+    def nearest_neighbours(
+        self, vectors: np.ndarray | ColumnRows, k: int, metric: Metric = "cosine"
+    ) -> Neighbours:
         """The ``k`` nearest other rows of every row (as :func:`curata.knn.nearest_neighbours`), by a
-        scatter-gather over shards of the rows.
+        scatter-gather over shards of the rows (read by tasks from the signal cache's files when
+        they are there and every node reaches them).
 
         An actor per worker holds one shard of the rows in its own faiss index (built once: exact
         up to ``curata.knn.EXACT_MAX_ROWS`` rows in all, HNSW beyond, as the local engine); every
@@ -629,11 +664,17 @@ class RayEngine:
 
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}")
-        x = np.ascontiguousarray(vectors, dtype=np.float32)
-        n = len(x)
+        stored = self._stored(vectors)
+        x: np.ndarray | None = None
+        if stored is None:
+            x = np.ascontiguousarray(
+                vectors.to_array() if isinstance(vectors, ColumnRows) else vectors, dtype=np.float32
+            )
+        n = len(stored) if stored is not None else len(x)  # type: ignore[arg-type]
         shards = min(self.workers, n // 2)
         if shards < 2:
-            return knn.nearest_neighbours(x, k, metric)
+            x = stored.to_array() if stored is not None else x
+            return knn.nearest_neighbours(np.ascontiguousarray(x, dtype=np.float32), k, metric)
         ray = self._ray
         exact = n <= knn.EXACT_MAX_ROWS
         want = min(k + 1, n)
@@ -641,14 +682,27 @@ class RayEngine:
         shard = ray.remote(knn.ShardIndex).options(
             num_cpus=1, max_restarts=self.max_retries, max_task_retries=self.max_retries
         )
-        actors = [shard.remote(ray.put(x[a:b]), int(a), metric, exact) for a, b in itertools.pairwise(bounds)]
+        if stored is not None:
+            # Tasks read each shard's and each query block's rows from the cache's files: the
+            # vectors go from the files to the shards' workers, not through this process.
+            read = ray.remote(read_file_rows).options(num_cpus=0, max_retries=self.max_retries)
+
+            def rows_of(a: int, b: int) -> Any:
+                pieces, rows = stored_slice(stored, a, b)
+                return read.remote(pieces, stored.name, rows, np.float32)
+        else:
+
+            def rows_of(a: int, b: int) -> Any:
+                return ray.put(x[a:b])  # type: ignore[index]
+
+        actors = [shard.remote(rows_of(a, b), int(a), metric, exact) for a, b in itertools.pairwise(bounds)]
         dist = np.empty((n, want), dtype=np.float32)
         idx = np.empty((n, want), dtype=np.int64)
         starts = range(0, n, KNN_QUERY_ROWS)
         try:
             pending = deque(
                 (lo, [a.search.remote(ref, want + knn.TIE_MARGIN) for a in actors])
-                for lo, ref in ((lo, ray.put(x[lo : lo + KNN_QUERY_ROWS])) for lo in starts)
+                for lo, ref in ((lo, rows_of(lo, min(n, lo + KNN_QUERY_ROWS))) for lo in starts)
             )
             with progress_bar("nearest neighbours", len(starts)) as advance:
                 while pending:
@@ -698,6 +752,37 @@ class RayEngine:
         except ray.exceptions.RayError as exc:
             raise _step_failed("exact-duplicate grouping", exc) from None
         return group
+
+
+def ray_remote(engine: RayEngine, fn: Callable[..., Any], *, returns: int) -> Any:
+    """``fn`` as a one-CPU Ray task of ``returns`` returns, retried as the engine says."""
+    return engine._ray.remote(fn).options(num_cpus=1, num_returns=returns, max_retries=engine.max_retries)
+
+
+def stored_slice(stored: ColumnRows, a: int, b: int) -> tuple[list[tuple[str, int]], np.ndarray]:
+    """(files as (path, first row), rows) holding the selected rows ``a:b`` of ``stored``."""
+    selected = stored.rows
+    rows = np.arange(a, b, dtype=np.int64) if selected is None else np.asarray(selected[a:b], np.int64)
+    pieces = file_pieces(stored.files, rows)
+    return [(stored.files[k][0], first) for k, first, _, _ in pieces], rows
+
+
+def stored_runs(stored: ColumnRows, per_task: int) -> Iterator[tuple[list[tuple[str, int]], np.ndarray, int]]:
+    """Runs of consecutive files holding about ``per_task`` selected rows each: (files as (path,
+    first row), the selected rows in them, the position of the first of those rows in the
+    selection)."""
+    n = len(stored)
+    for a in range(0, n, per_task):
+        pieces, rows = stored_slice(stored, a, min(n, a + per_task))
+        yield pieces, rows, a
+
+
+def split_stored_keys(
+    pieces: list[tuple[str, int]], name: str, rows: np.ndarray, offset: int, parts: int
+) -> Any:
+    """Map task of ``bucket_pairs`` over stored band keys: read ``rows`` of column ``name`` from
+    the files ``pieces`` and split them as :func:`split_band_keys` (rows counted from ``offset``)."""
+    return split_band_keys(read_file_rows(pieces, name, rows), offset, parts)
 
 
 def sees_probe(path: str, token: str) -> bool:

@@ -101,6 +101,9 @@ class Embeddings:
     cached: int = 0
     metric: Literal["cosine", "euclidean"] = "cosine"
     encoder: Encoder | None = field(default=None, compare=False, repr=False)
+    #: The cache's files holding the vectors (column ``embedding``) in row order, when a run
+    #: computed them all (:attr:`curata.signals.pipeline.Signals.files`); else empty.
+    files: tuple[tuple[str, int], ...] = field(default=(), compare=False, repr=False)
 
 
 def make_encoder(
@@ -223,7 +226,15 @@ def compute_embeddings(
     dim = col.type.list_size
     vectors = np.asarray(col.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
     ok = np.asarray(signals.column("ok").to_numpy(zero_copy_only=False), dtype=bool)
-    return Embeddings(vectors, ok, encoder.fingerprint(), signals.computed, signals.cached, encoder=encoder)
+    return Embeddings(
+        vectors,
+        ok,
+        encoder.fingerprint(),
+        signals.computed,
+        signals.cached,
+        encoder=encoder,
+        files=signals.files,
+    )
 
 
 def embed_like(
