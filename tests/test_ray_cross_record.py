@@ -63,7 +63,9 @@ def _keys(kind: str, n: int, rng: np.random.Generator) -> pa.ChunkedArray:
 
 @pytest.mark.parametrize("kind", ["hash16", "string", "binary8", "int64"])
 @pytest.mark.usefixtures("small_chunks")
-def test_group_representatives_equal_local(cluster: dict[str, Any], kind: str) -> None:
+def test_group_representatives_equal_local(
+    cluster: dict[str, Any], kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rng = np.random.default_rng(7)
     n = 3000
     keys = _keys(kind, n, rng)
@@ -73,6 +75,22 @@ def test_group_representatives_equal_local(cluster: dict[str, Any], kind: str) -
     got = cluster["engine"].group_representatives(keys, valid, rank)
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, want)
+    # Keys kept in files the workers reach (a file per chunk, as the signal cache's parts): the map
+    # tasks read them there, this process sends only valid flags and ranks.
+    files = []
+    for k, chunk in enumerate(keys.chunks):
+        table = pa.table({"key": chunk})
+        outofcore.write_arrow_file(tmp_path / f"part-{k}.arrow", [table], table.schema)
+        files.append((str(tmp_path / f"part-{k}.arrow"), len(chunk)))
+    from curata.engine import ColumnRows, grouping
+
+    sent: list[int] = []
+    batches = grouping.key_batches
+    monkeypatch.setattr(grouping, "key_batches", lambda *a: sent.append(1) or batches(*a))
+    stored = ColumnRows(keys, None, "key", tuple(files))
+    np.testing.assert_array_equal(cluster["engine"].group_representatives(stored, valid, rank), want)
+    assert sent == []  # no entries made in this process
+    np.testing.assert_array_equal(LocalEngine(workers=1).group_representatives(stored, valid, rank), want)
     members = got >= 0
     assert (got[~valid] == -1).all() and (got[np.asarray(keys.is_null())] == -1).all()
     assert (rank[got[members]] <= rank[members]).all()

@@ -554,7 +554,7 @@ def test_on_ray_the_driver_never_reads_the_parquet_content(
     assert _statuses(result) == _statuses(text_local)
     assert parts and all((p > 1) == (verify_chars is not None) for p in parts)
     assert set(returned) == {"content_hash", "cache_pos", "part"}
-    assert sorted(set(read_there)) == ["band_keys", "embedding"]
+    assert sorted(set(read_there)) == ["band_keys", "embedding", "norm_hash"]
 
 
 @pytest.mark.parametrize("read", ["held", "staged", "staged-other-nodes"])

@@ -192,9 +192,14 @@ def valid_content_mask(signals: Signals) -> np.ndarray:
     return mask
 
 
+def exact_key_name(signals: Signals) -> str:
+    """The name of the signal column whose equality means exact duplicate content."""
+    return "norm_hash" if signals.modality == "text" else "pixel_hash"
+
+
 def exact_key_column(signals: Signals) -> pa.ChunkedArray:
     """The column whose equality means exact duplicate content."""
-    return signals.column("norm_hash" if signals.modality == "text" else "pixel_hash")
+    return signals.column(exact_key_name(signals))
 
 
 def exact_groups(signals: Signals, rank: np.ndarray, engine: Engine | None = None) -> ExactGroups:
@@ -209,7 +214,9 @@ def exact_groups(signals: Signals, rank: np.ndarray, engine: Engine | None = Non
 
     keys = exact_key_column(signals)
     runner = engine or LocalEngine(workers=1)
-    return ExactGroups(runner.group_representatives(keys, valid_content_mask(signals), rank), keys)
+    # By reference: a distributed engine's tasks may read the keys from the signal cache's files.
+    stored = ColumnRows(keys, None, exact_key_name(signals), signals.files)
+    return ExactGroups(runner.group_representatives(stored, valid_content_mask(signals), rank), keys)
 
 
 def representative_rank(dataset: Dataset) -> np.ndarray:

@@ -24,7 +24,7 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class ColumnRows:
-    """Some rows of a per-record column of fixed-size lists (LSH band keys, embeddings), by reference.
+    """Some rows of a per-record column (LSH band keys, embeddings, exact-duplicate keys), by reference.
 
     ``column`` is the whole column as this process holds it (an Arrow column, often memory-mapped,
     or a 2-D array), ``rows`` the rows wanted, ascending (None: every row). ``files``: when the
@@ -44,7 +44,7 @@ class ColumnRows:
 
     @property
     def width(self) -> int:
-        """Values per row."""
+        """Values per row (of a column of fixed-size lists or a 2-D array)."""
         column = self.column
         return int(column.type.list_size) if isinstance(column, pa.ChunkedArray) else int(column.shape[1])
 
@@ -160,8 +160,13 @@ class Engine(Protocol):
         """
         ...
 
-    def group_representatives(self, keys: pa.ChunkedArray, valid: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    def group_representatives(
+        self, keys: pa.ChunkedArray | ColumnRows, valid: np.ndarray, rank: np.ndarray
+    ) -> np.ndarray:
         """int64 per row: the row of lowest ``rank`` among the valid rows whose key equals its key.
+
+        ``keys``: an Arrow column, or a :class:`ColumnRows` of one (every row; its files let a
+        distributed engine's tasks read the keys there).
 
         -1 for rows not ``valid`` and rows with a null key; a row whose key no other valid row holds
         is its own representative. ``rank`` is a permutation of ``0..n-1``. Equals

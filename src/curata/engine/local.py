@@ -13,14 +13,13 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+import pyarrow as pa
 
 from curata.engine.base import ColumnRows
 from curata.errors import ConfigError
 from curata.progress import progress_bar
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from curata.knn import Metric, Neighbours
 
 R = TypeVar("R")
@@ -127,8 +126,13 @@ class LocalEngine:
         x = vectors.to_array() if isinstance(vectors, ColumnRows) else vectors
         return nearest_neighbours(x, k, metric)
 
-    def group_representatives(self, keys: pa.ChunkedArray, valid: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    def group_representatives(
+        self, keys: pa.ChunkedArray | ColumnRows, valid: np.ndarray, rank: np.ndarray
+    ) -> np.ndarray:
         """Exact groups as :func:`curata.engine.grouping.group_representatives`, in this process."""
         from curata.engine.grouping import group_representatives
 
-        return group_representatives(keys, valid, rank)
+        column = keys.column if isinstance(keys, ColumnRows) else keys
+        if not isinstance(column, pa.ChunkedArray):
+            raise ConfigError("group_representatives needs an Arrow column of keys")
+        return group_representatives(column, valid, rank)

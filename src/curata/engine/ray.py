@@ -717,32 +717,45 @@ class RayEngine:
                 ray.kill(actor)
         return knn.drop_self(dist, idx, k, exact)
 
-    def group_representatives(self, keys: pa.ChunkedArray, valid: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    def group_representatives(
+        self, keys: pa.ChunkedArray | ColumnRows, valid: np.ndarray, rank: np.ndarray
+    ) -> np.ndarray:
         """Exact groups (as :func:`curata.engine.grouping.group_representatives`) by a hash shuffle.
 
-        The valid rows' (key, row, rank) entries go to the object store in chunks of about
-        ``CHUNK_KEYS``; a map task per chunk splits its entries by a hash of the key into one
-        return per partition (``PARTITION_KEYS`` entries a partition, at least one per worker), a
-        reduce task per partition returns (row, representative) of the keys held by two or more
-        rows. The driver holds only the result and those rows: every other valid row is its own
-        group.
+        A map task per chunk of about ``CHUNK_KEYS`` rows makes the valid rows' (key, row, rank)
+        entries and splits them by a hash of the key into one return per partition
+        (``PARTITION_KEYS`` entries a partition, at least one per worker); a reduce task per
+        partition returns (row, representative) of the keys held by two or more rows. Keys kept in
+        the signal cache's files that every node reaches (a :class:`ColumnRows`) are read there by
+        the map tasks, which get only their rows' valid flags and ranks from this process; other
+        keys go to the object store from here. The driver holds only the result and those rows:
+        every other valid row is its own group.
         """
         from curata.engine.grouping import count_true, key_batches, own_groups, valid_entries
 
-        valid, rank = valid_entries(keys, valid, rank)
+        stored = self._stored(keys)
+        column = keys.column if isinstance(keys, ColumnRows) else keys
+        if not isinstance(column, pa.ChunkedArray):
+            raise ConfigError("group_representatives needs an Arrow column of keys")
+        valid, rank = valid_entries(column, valid, rank)
         group = own_groups(valid)
         count = count_true(valid)
         if count < 2:
             return group
         ray = self._ray
         parts = max(self.workers, math.ceil(count / PARTITION_KEYS))
-        split = ray.remote(partition_entries).options(
-            num_cpus=1, num_returns=parts, max_retries=self.max_retries
-        )
         reduce = ray.remote(repeated_key_representatives).options(num_cpus=1, max_retries=self.max_retries)
-        chunks = _gather_batches(key_batches(keys, valid, rank, CHUNK_KEYS), CHUNK_KEYS)
         # One return per partition (with one partition, Ray hands back the ref itself, not a list).
-        mapped = [split.remote(chunk, parts) for chunk in chunks]
+        if stored is not None:
+            split_stored = ray_remote(self, split_stored_entries, returns=parts)
+            mapped = [
+                split_stored.remote(files, stored.name, first, valid[first:end], rank[first:end], parts)
+                for files, first, end in file_runs(stored.files, CHUNK_KEYS)
+            ]
+        else:
+            split = ray_remote(self, partition_entries, returns=parts)
+            chunks = _gather_batches(key_batches(column, valid, rank, CHUNK_KEYS), CHUNK_KEYS)
+            mapped = [split.remote(chunk, parts) for chunk in chunks]
         outputs = [_as_list(refs, parts) for refs in mapped]
         reduced = [reduce.remote(*(out[p] for out in outputs)) for p in range(parts)]
         try:
@@ -775,6 +788,36 @@ def stored_runs(stored: ColumnRows, per_task: int) -> Iterator[tuple[list[tuple[
     for a in range(0, n, per_task):
         pieces, rows = stored_slice(stored, a, min(n, a + per_task))
         yield pieces, rows, a
+
+
+def file_runs(files: Sequence[tuple[str, int]], rows: int) -> Iterator[tuple[list[str], int, int]]:
+    """Runs of consecutive ``files`` ((path, rows) in order) of about ``rows`` rows each: (paths,
+    first row, end row)."""
+    paths: list[str] = []
+    first = end = 0
+    for path, count in files:
+        paths.append(path)
+        end += count
+        if end - first >= rows:
+            yield paths, first, end
+            paths, first = [], end
+    if paths:
+        yield paths, first, end
+
+
+def split_stored_entries(
+    files: list[str], name: str, first: int, valid: np.ndarray, rank: np.ndarray, parts: int
+) -> Any:
+    """Map task of ``group_representatives`` over stored keys: the (key, row, rank) entries of the
+    valid rows of column ``name`` of ``files`` (rows ``first`` on), split as :func:`partition_entries`."""
+    from curata.engine.grouping import key_batches
+
+    chunks = [chunk for path in files for chunk in outofcore.map_arrow_file(Path(path)).column(name).chunks]
+    column = pa.chunked_array(chunks, type=chunks[0].type) if chunks else pa.chunked_array([], pa.binary(16))
+    entries = key_batches(column, valid, rank, max(1, len(column))).read_all()
+    at = entries.schema.get_field_index("row")
+    entries = entries.set_column(at, "row", pa.array(np.asarray(entries.column(at)) + first, pa.int64()))
+    return partition_entries(entries, parts)
 
 
 def split_stored_keys(
