@@ -7,6 +7,7 @@ and without cache hits.
 
 from __future__ import annotations
 
+import gc
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from curata import outofcore
 from curata.engine import LocalEngine, ray_content
 from curata.engine.base import ContentEngine, ContentSource, Finish
 from curata.io import read_dataset
@@ -181,10 +183,24 @@ def test_engine_read_signals_equal_local_with_and_without_cache_hits(
     else:
         pacsv.write_csv(pa.Table.from_pylist(more), bigger)
     grown = read_dataset(bigger)
-    second = compute_signals(grown, engine, settings, cache)
+    with outofcore.configured(chunk_rows=50):
+        second = compute_signals(grown, engine, settings, cache)
     # 90 old rows, and the new rows' missing text, whose signals the cache already holds.
     assert second.cached == 91 and second.computed == 39
     assert second.table.equals(compute_signals(grown, LocalEngine(workers=1), settings).table)
+    if not shared:
+        assert second.files == ()  # gathered into a temporary file of this process
+        return
+    # The workers put the rows in order themselves (tasks of 50 rows), into files of a run folder
+    # that goes with the signals.
+    assert [rows for _, rows in second.files] == [50, 50, 30]
+    gathered = pa.concat_tables(pa.ipc.open_file(path).read_all() for path, _ in second.files)
+    assert gathered.equals(second.table)
+    folder = Path(second.files[0][0]).parent
+    assert folder.parent == cache.temp_folder() and folder.is_dir()
+    del second, gathered
+    gc.collect()
+    assert not folder.exists()
 
 
 def test_worker_side_function_skips_known_content_and_keeps_one_row_per_record() -> None:

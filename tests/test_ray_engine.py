@@ -150,6 +150,8 @@ def test_workers_store_signals_in_a_shared_workspace_and_resume_from_them(
     again = compute_signals(data, engine, settings, cache)
     assert (again.cached, again.computed) == (100, 50)
     assert again.table.equals(compute_signals(data, LocalEngine(1), settings).table)
+    # Put in row order by tasks, into files the cross-record steps' tasks read.
+    assert sum(rows for _, rows in again.files) == 150
     parts = sorted(cache.folder(settings.fingerprint("text")).glob("part-*.arrow"))
     assert sum(pa.ipc.open_file(p).read_all().num_rows for p in parts) == 150
 
@@ -159,6 +161,18 @@ def test_workers_store_signals_in_a_shared_workspace_and_resume_from_them(
     monkeypatch.setattr(other, "folder", lambda fingerprint: workspace.resolve() / "other")
     here = compute_signals(data, engine, settings, other)
     assert here.table.equals(again.table) and [rows for _, rows in here.files] == [150]
+
+
+def test_the_workspace_probe_needs_the_token_and_a_writable_folder(tmp_path: Path) -> None:
+    """A node reaches the workspace only when it reads the probe's token (and can write beside it)."""
+    from curata.engine.ray import sees_probe
+
+    probe = tmp_path / ".reach-x"
+    probe.write_text("token")
+    assert sees_probe(str(probe), "token")
+    assert list(tmp_path.iterdir()) == [probe]  # its own file is removed
+    assert not sees_probe(str(probe), "other")  # another machine's file at the same path
+    assert not sees_probe(str(tmp_path / "missing"), "token")  # the path is not there
 
 
 def _raise_input_error(batch: list[int]) -> list[int]:

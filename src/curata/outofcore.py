@@ -213,6 +213,16 @@ def record(rows: int) -> None:
         collector.saw(rows)
 
 
+class TempFolder:
+    """A folder of files that outlive the call that wrote them (e.g. for a cluster's tasks to read),
+    removed with its contents once the last object holding this one goes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        weakref.finalize(self, shutil.rmtree, str(self.path), True)
+
+
 def spill_array(shape: tuple[int, ...], dtype: Any, settings: OutOfCoreSettings | None = None) -> np.ndarray:
     """A zeroed array backed by an unlinked file in the temporary folder (a ``numpy.memmap``).
 

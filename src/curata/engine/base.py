@@ -49,33 +49,40 @@ class ColumnRows:
         return int(column.type.list_size) if isinstance(column, pa.ChunkedArray) else int(column.shape[1])
 
     def to_array(self) -> np.ndarray:
-        """The rows as a ``(len(self), width)`` array, gathered chunk by chunk (no combined copy of
-        the whole column first); file-backed past ``max_in_memory_keys`` values (see
-        :func:`curata.outofcore.spill_array`)."""
-        from curata import outofcore
+        """The rows as a ``(len(self), width)`` array (see :func:`list_rows`)."""
+        return list_rows(self.column, self.rows)
 
-        column, rows, n, width = self.column, self.rows, len(self), self.width
-        if isinstance(column, np.ndarray):
-            return column if rows is None else column[rows]
-        dtype = column.type.value_type.to_pandas_dtype() if len(column) else np.float32
-        if n * width > outofcore.current().max_in_memory_keys:
-            out = outofcore.spill_array((n, width), dtype)
+
+def list_rows(column: pa.ChunkedArray | np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Rows ``rows`` (ascending; None: all) of a column of fixed-size lists as a ``(rows, width)``
+    array, gathered chunk by chunk (no combined copy of the whole column first); file-backed past
+    ``max_in_memory_keys`` values (see :func:`curata.outofcore.spill_array`). A 2-D array is
+    indexed."""
+    from curata import outofcore
+
+    if isinstance(column, np.ndarray):
+        return column if rows is None else column[rows]
+    n = len(column) if rows is None else len(rows)
+    width = int(column.type.list_size)
+    dtype = column.type.value_type.to_pandas_dtype() if len(column) else np.float32
+    if n * width > outofcore.current().max_in_memory_keys:
+        out = outofcore.spill_array((n, width), dtype)
+    else:
+        out = np.empty((n, width), dtype=dtype)
+    offset = 0
+    for chunk in column.chunks:
+        if rows is None:
+            lo, hi = offset, offset + len(chunk)
         else:
-            out = np.empty((n, width), dtype=dtype)
-        offset = 0
-        for chunk in column.chunks:
-            if rows is None:
-                lo, hi = offset, offset + len(chunk)
-            else:
-                lo, hi = (int(v) for v in np.searchsorted(rows, [offset, offset + len(chunk)]))
-            if hi > lo:
-                values = chunk.values.slice(chunk.offset * width, len(chunk) * width)
-                view = np.asarray(values.to_numpy(zero_copy_only=False)).reshape(-1, width)
-                out[lo:hi] = view if rows is None else view[np.asarray(rows[lo:hi]) - offset]
-                outofcore.release_rows(out, int(lo), int(hi))
-                outofcore.release(chunk)
-            offset += len(chunk)
-        return out
+            lo, hi = (int(v) for v in np.searchsorted(rows, [offset, offset + len(chunk)]))
+        if hi > lo:
+            values = chunk.values.slice(chunk.offset * width, len(chunk) * width)
+            view = np.asarray(values.to_numpy(zero_copy_only=False)).reshape(-1, width)
+            out[lo:hi] = view if rows is None else view[np.asarray(rows[lo:hi]) - offset]
+            outofcore.release_rows(out, int(lo), int(hi))
+            outofcore.release(chunk)
+        offset += len(chunk)
+    return out
 
 
 def file_pieces(files: Sequence[tuple[str, int]], rows: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -108,7 +115,7 @@ def read_file_rows(
         if k + 1 < len(pieces) and pieces[k + 1][1] != end:
             raise ValueError(f"{path}: the pieces are not consecutive")
         if hi > lo:
-            parts.append(ColumnRows(table.column(name), np.asarray(rows[lo:hi]) - first).to_array())
+            parts.append(list_rows(table.column(name), np.asarray(rows[lo:hi]) - first))
     if not parts:
         return np.zeros((0, 0), dtype=dtype or np.float32)
     out = np.concatenate(parts)

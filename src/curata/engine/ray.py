@@ -4,7 +4,9 @@ The per-record signals (``map_content``, see :mod:`curata.engine.ray_content`) r
 workers read the content (Parquet by row groups; what the driver holds, from the object store),
 hash it, skip what the signal cache holds and run the function with ``map_batches`` over Arrow
 batches, encoders on an actor pool (a model loads once per actor, which asks for a GPU when the
-encoder wants one); blocks come back in row order.
+encoder wants one); blocks come back in row order. When every node reaches the workspace
+(:meth:`RayEngine.reaches`), a second map step on the workers writes what they computed into the
+signal cache, and the blocks that come back hold only each record's hash and cache position.
 
 ``map_batches`` (batches made on the driver: the cross-record steps' shares of work, such as
 semantic dedup's per-cluster searches) runs one Ray task per batch, at most ``2 * workers`` in
@@ -14,16 +16,19 @@ copy of the function and its arguments for the run; a dead actor is restarted an
 re-run (``max_restarts`` / ``max_task_retries``). With no more batches than actors, plain tasks do
 the same number of loads without starting actors, so they are used then.
 
-``bucket_pairs`` (LSH candidate pairs) is a Ray Data shuffle: the band keys go to the object
-store in chunks, workers turn each chunk into (band, key, row) rows tagged with a hash partition,
-``groupby(partition).map_groups`` emits every bucket's pairs (with the capped buckets of
-:func:`curata.lsh.candidate_pairs`), a second groupby on a hash of the pair drops pairs found in
-several bands, and only the unique pairs come back to the driver. ``connected_components``
-(duplicate clusters) keeps the edges in the object store and iterates hook-and-jump rounds.
-``group_representatives`` (exact-duplicate groups, exact matches against a reference) is a hash
-shuffle of plain tasks: map tasks split chunks of (key, row, rank) entries by a hash of the key,
-one reduce task per partition picks each repeated key's row of lowest rank, and only the rows of
-repeated keys come back.
+The cross-record steps are shuffles of plain tasks. ``bucket_pairs`` (LSH candidate pairs): map
+tasks split chunks of band keys into (band, key, row) entries by a hash of (band, key), reduce
+tasks emit every bucket's pairs (with the capped buckets of :func:`curata.lsh.candidate_pairs`)
+split by ranges of the first row, merge tasks drop pairs found in several bands, and only the
+unique pairs come back to the driver. ``group_representatives`` (exact-duplicate groups, exact
+matches against a reference): map tasks split (key, row, rank) entries by a hash of the key, one
+reduce task per partition picks each repeated key's row of lowest rank, and only the rows of
+repeated keys come back. ``connected_components`` (duplicate clusters) keeps the edges in the
+object store and iterates hook-and-jump rounds. ``nearest_neighbours`` holds a shard of the rows
+per actor and scatters query blocks to every shard. Inputs given as a
+:class:`~curata.engine.base.ColumnRows` kept in the signal cache's files are read there by the
+map tasks, shards and query reads themselves; other inputs go to the object store from the
+driver.
 """
 
 from __future__ import annotations

@@ -31,14 +31,21 @@ class SignalCache:
         return self.root / digest
 
     def load(self, fingerprint: str) -> pa.Table | None:
-        """Return every cached row for ``fingerprint`` (column ``content_hash`` first), or None."""
+        """Return every cached row for ``fingerprint`` (with its ``content_hash``), or None."""
+        return self.load_parts(fingerprint)[0]
+
+    def load_parts(self, fingerprint: str) -> tuple[pa.Table | None, tuple[tuple[str, int], ...]]:
+        """Every cached row for ``fingerprint`` (or None), and the (path, rows) of the parts that
+        hold them, in the table's order."""
         folder = self.folder(fingerprint)
         if not folder.is_dir():
-            return None
-        tables = [outofcore.map_arrow_file(p) for p in sorted(folder.glob("part-*.arrow"))]
+            return None, ()
+        paths = sorted(folder.glob("part-*.arrow"))
+        tables = [outofcore.map_arrow_file(p) for p in paths]
         if not tables:
-            return None
-        return pa.concat_tables(tables, promote_options="default")
+            return None, ()
+        files = tuple((str(p), t.num_rows) for p, t in zip(paths, tables, strict=True))
+        return pa.concat_tables(tables, promote_options="default"), files
 
     def lookup(self, fingerprint: str, content_hashes: pa.Array) -> tuple[pa.Table | None, pa.Array]:
         """Return (cached rows aligned with ``content_hashes`` or None, int index into them or null)."""

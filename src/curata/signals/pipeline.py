@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,9 @@ class Signals:
     #: distributed engine's tasks read rows from them (see :class:`curata.engine.base.ColumnRows`).
     #: Empty when the table is a temporary file of this process.
     files: tuple[tuple[str, int], ...] = ()
+    #: What must live as long as ``files`` may be read (the run's folder of rows put in order,
+    #: removed when the last holder goes); pass it on with ``files``.
+    keep: outofcore.TempFolder | None = field(default=None, compare=False, repr=False)
 
     def column(self, name: str) -> pa.ChunkedArray:
         """Return one signal column."""
@@ -261,7 +265,7 @@ def map_records(
     from there memory-mapped, so memory does not grow with the data.
     """
     modality = dataset.modality
-    cached = cache.load(fingerprint) if cache is not None else None
+    cached, cached_files = cache.load_parts(fingerprint) if cache is not None else (None, ())
     # Cache lookup by binary search over the sorted cached hashes: 16 bytes a row, no Python dict,
     # file-backed past ``max_in_memory_rows`` rows (see ``sorted_hashes``).
     cached_sorted = np.empty(0, f"S{HASH_BYTES}")
@@ -393,10 +397,38 @@ def map_records(
         )
         sources.append(cached.select(columns))
     columns = sources[0].column_names
-    combined = pa.concat_tables([t.select(columns) for t in sources])
     position = _positions(source, n_computed)
+    if workers_store and cache is not None:
+        # The workers reach the cache: they gather the rows into row order themselves, each chunk
+        # from the parts computed now and the cache's parts, into files of a run folder that is
+        # removed with the returned signals. The distributed steps then read those files.
+        folder = outofcore.TempFolder(cache.temp_folder() / f"rows-{uuid.uuid4().hex}")
+        sources_files = [*(part_files if n_computed else []), *cached_files]
+        gathered = list(
+            engine.map_batches(
+                gather_rows,
+                position,
+                args=(sources_files, columns, str(folder.path)),
+                description=f"{description or 'signals'}: rows in order",
+                total=-(-n_rows // outofcore.current().chunk_rows),
+            )
+        )
+        table = pa.concat_tables(outofcore.map_arrow_file(Path(path)) for path, _ in gathered)
+        return Signals(table, modality, n_computed, n_cached, content_hashes, tuple(gathered), folder)
+    combined = pa.concat_tables([t.select(columns) for t in sources])
     table = outofcore.spill_table(_gathered(combined, position), combined.schema, spill_folder)
     return Signals(table, modality, n_computed, n_cached, content_hashes)
+
+
+def gather_rows(
+    positions: np.ndarray, sources: Sequence[tuple[str, int]], columns: list[str], folder: str
+) -> tuple[str, int]:
+    """Task: the rows at ``positions`` of the concatenated Arrow files ``sources`` ((path, rows)),
+    columns ``columns``, written as one Arrow file in ``folder``; returns (its path, rows)."""
+    table = pa.concat_tables(outofcore.map_arrow_file(Path(path)).select(columns) for path, _ in sources)
+    path = Path(folder) / f"rows-{uuid.uuid4().hex}.arrow"
+    rows = outofcore.write_arrow_file(path, _gathered(table, [np.asarray(positions)]), table.schema)
+    return str(path), rows
 
 
 def _positions(source: np.ndarray, n_computed: int) -> Iterator[np.ndarray]:

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from curata.dataset import Dataset
-from curata.engine.base import Engine
+from curata.engine.base import Engine, list_rows
 from curata.errors import ConfigError, InputError, MissingDependencyError
 from curata.signals.cache import SignalCache
 from curata.signals.embed.base import Encoder, unit_rows
@@ -104,6 +104,8 @@ class Embeddings:
     #: The cache's files holding the vectors (column ``embedding``) in row order, when a run
     #: computed them all (:attr:`curata.signals.pipeline.Signals.files`); else empty.
     files: tuple[tuple[str, int], ...] = field(default=(), compare=False, repr=False)
+    #: Keeps ``files`` from being removed while these embeddings live (``Signals.keep``).
+    keep: Any = field(default=None, compare=False, repr=False)
 
 
 def make_encoder(
@@ -222,9 +224,10 @@ def compute_embeddings(
         batch_size=batch_size,
         description=f"embeddings ({encoder.name})",
     )
-    col = signals.column("embedding").combine_chunks()
-    dim = col.type.list_size
-    vectors = np.asarray(col.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
+    # Copied chunk by chunk, file-backed past ``max_in_memory_keys`` values (no combined copy).
+    vectors = list_rows(signals.column("embedding"))
+    if vectors.dtype != np.float32:
+        vectors = vectors.astype(np.float32)
     ok = np.asarray(signals.column("ok").to_numpy(zero_copy_only=False), dtype=bool)
     return Embeddings(
         vectors,
@@ -234,6 +237,7 @@ def compute_embeddings(
         signals.cached,
         encoder=encoder,
         files=signals.files,
+        keep=signals.keep,
     )
 
 
