@@ -122,3 +122,30 @@ def test_out_folder_with_foreign_files_is_refused(tmp_path: Path) -> None:
     res = runner.invoke(app, ["audit", str(data), "--out", str(out), "-q"])
     assert res.exit_code == 2 and "precious.txt" in res.output
     assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_a_file_error_while_running_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full disk (or a file gone) under a running audit ends in one line, not a traceback."""
+    import errno
+
+    from curata import cli
+    from curata.signals.cache import SignalCache
+
+    def full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "ws" / "part.arrow"))
+
+    monkeypatch.setattr(SignalCache, "store", full)
+    data = write_parquet(tmp_path / "d.parquet", rows_with_leak())
+    out = tmp_path / "out"
+    monkeypatch.setattr(
+        sys, "argv", ["curata", "audit", str(data), "--out", str(out), "--workers", "1", "--quiet"]
+    )
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 1
+    printed = capsys.readouterr().err.strip()
+    assert printed.startswith("error:") and "No space left on device" in printed
+    assert "Traceback" not in printed
+    assert not (out / "findings.parquet").exists()

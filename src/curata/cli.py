@@ -294,6 +294,9 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except OSError as exc:  # a full disk, or a file removed or unreadable while a command runs
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        sys.exit(1)
 
 
 from curata.cli_curate import register as _register_curation  # noqa: E402
