@@ -359,6 +359,37 @@ def test_stored_band_keys_and_vectors_are_read_by_the_tasks(
     assert calls == [len(rows), len(picked)]
 
 
+@pytest.mark.parametrize("dims", [128, 32])
+def test_semantic_duplicates_of_stored_embeddings_are_searched_by_the_tasks(
+    cluster: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dims: int
+) -> None:
+    """Semantic dedup over embeddings kept in files the workers reach: the tasks read the rows (and
+    write and read the screening rows: on with 128 dimensions, off with 32), this process never
+    gathers them, and the pairs and cosines equal the in-memory search's. Several clusters
+    (3,000 rows), some rows left out, zero rows and planted near copies across files."""
+    import dataclasses
+
+    from curata.semantic import SemanticDupSettings, semantic_duplicate_pairs
+
+    engine = cluster["engine"]
+    rng = np.random.default_rng(9)
+    vectors = rng.normal(size=(3000, dims)).astype(np.float32)
+    for i in range(0, 3000, 40):  # near copies, some in another file
+        vectors[(i * 7 + 13) % 3000] = vectors[i] + rng.normal(scale=0.02, size=dims).astype(np.float32)
+    vectors[[5, 2500]] = 0.0  # all-zero rows match nothing
+    stored = _stored_column(tmp_path / "cache" / "embed", vectors, "embedding", [1200, 1, 799, 1000])
+    rows = np.flatnonzero(np.arange(3000) % 11 != 4)
+    settings = SemanticDupSettings(min_cosine=0.9)
+    want_pairs, want_cos = semantic_duplicate_pairs(vectors[rows], settings)
+    assert len(want_pairs) > 50
+
+    monkeypatch.setattr(ColumnRows, "to_array", lambda self: pytest.fail("gathered in the driver"))
+    got_pairs, got_cos = semantic_duplicate_pairs(dataclasses.replace(stored, rows=rows), settings, engine)
+    np.testing.assert_array_equal(got_pairs, want_pairs)
+    np.testing.assert_array_equal(got_cos, want_cos)
+    assert not list((tmp_path / "cache" / "tmp").iterdir())  # the screening rows' folder is gone
+
+
 @pytest.mark.parametrize("parts", [1, 3])
 def test_bucket_shuffle_tasks_run_in_process_equal_candidate_pairs(parts: int) -> None:
     """The shuffle's map, reduce and merge functions, called in turn here (no cluster), give
@@ -563,12 +594,22 @@ def test_on_ray_the_driver_never_reads_the_parquet_content(
         return found
 
     monkeypatch.setattr(RayEngine, "_stored", note_stored)
+    from curata import semantic
+
+    stored_input = semantic._stored_input
+
+    def note_semantic(*args: Any) -> Any:
+        found = stored_input(*args)
+        read_there.append("semantic" if found is not None else "gathered")
+        return found
+
+    monkeypatch.setattr(semantic, "_stored_input", note_semantic)
     result = _ray_audit(text_data, tmp_path / "o", cluster, tmp_path / "ws")
     assert _findings(result) == _findings(text_local)
     assert _statuses(result) == _statuses(text_local)
     assert parts and all((p > 1) == (verify_chars is not None) for p in parts)
     assert set(returned) == {"content_hash", "cache_pos", "part"}
-    assert sorted(set(read_there)) == ["band_keys", "embedding", "norm_hash"]
+    assert sorted(set(read_there)) == ["band_keys", "embedding", "norm_hash", "semantic"]
 
 
 @pytest.mark.parametrize("read", ["held", "staged", "staged-other-nodes"])

@@ -56,7 +56,8 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -66,7 +67,8 @@ from threadpoolctl import threadpool_limits
 from curata.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
-    from curata.engine.base import Engine
+    from curata import outofcore
+    from curata.engine.base import ColumnRows, Engine
 
 __all__ = [
     "SemanticDupSettings",
@@ -273,7 +275,7 @@ class _Limits:
 def _sample(parts: list[tuple[F32, I64]], size: int, rng: np.random.Generator) -> F32:
     """Draw ``size`` of the rows ``x[rows]`` over all ``(x, rows)`` parts, without replacement."""
     total = sum(rows.size for _, rows in parts)
-    pick = np.arange(total) if size >= total else np.sort(rng.choice(total, size=size, replace=False))
+    pick = _sample_positions(total, size, rng)
     out: list[F32] = []
     offset = 0
     for x, rows in parts:
@@ -307,8 +309,24 @@ def _kmeans(sample: F32, k: int, iters: int, rng: np.random.Generator, workers: 
 
 def _fit(parts: list[tuple[F32, I64]], cfg: SemanticDupSettings, workers: int) -> _Model:
     """Fit centroids and the screening basis on a seeded sample of the rows ``x[rows]`` of all parts."""
-    d = parts[0][0].shape[1]
     n_total = sum(rows.size for _, rows in parts)
+    d = parts[0][0].shape[1]
+    return _fit_drawn(d, n_total, cfg, workers, lambda size, rng: _sample(parts, size, rng))
+
+
+def _sample_positions(total: int, size: int, rng: np.random.Generator) -> I64:
+    """Which of ``total`` rows :func:`_sample` draws (the same calls on ``rng``), ascending."""
+    return np.arange(total) if size >= total else np.sort(rng.choice(total, size=size, replace=False))
+
+
+def _fit_drawn(
+    d: int,
+    n_total: int,
+    cfg: SemanticDupSettings,
+    workers: int,
+    draw: Callable[[int, np.random.Generator], F32],
+) -> _Model:
+    """:func:`_fit` over ``n_total`` rows of width ``d``, its sample drawn by ``draw(size, rng)``."""
     t = float(cfg.min_cosine)
     slack = _dot_error(d)
     eps = math.sqrt(max(0.0, 2.0 - 2.0 * (t - slack)))
@@ -318,7 +336,7 @@ def _fit(parts: list[tuple[F32, I64]], cfg: SemanticDupSettings, workers: int) -
     screen = p > 0 and 2 * p <= d
     sample: F32 | None = None
     if k > 1 or screen:
-        sample = _sample(parts, max(int(cfg.kmeans_sample), 32 * k), rng)
+        sample = draw(max(int(cfg.kmeans_sample), 32 * k), rng)
     if k > 1 and sample is not None:
         centroids = _kmeans(sample, min(k, sample.shape[0]), int(cfg.kmeans_iters), rng, workers)
     else:
@@ -709,6 +727,202 @@ def _search_on(
     return _join(list(found))
 
 
+# ---------------------------------------------------------------------------------------------------
+# Stored embeddings: a distributed engine's tasks read the rows from the signal cache's files
+
+#: Rows a task reads at once to find the non-zero rows.
+_MASK_ROWS = 65_536
+
+
+def _where(files: tuple[tuple[str, int], ...], file_rows: I64) -> list[tuple[str, int]]:
+    """(path, first row) of the files holding ``file_rows`` (ascending), for ``read_file_rows``."""
+    from curata.engine.base import file_pieces
+
+    return [(files[k][0], first) for k, first, _, _ in file_pieces(files, file_rows)]
+
+
+def _read_unit(pieces: list[tuple[str, int]], name: str, file_rows: I64) -> tuple[F32, B]:
+    """Task side: the rows ``file_rows`` of column ``name`` of ``pieces``, as :func:`normalize_rows`
+    makes them (row by row: the same values as over the whole array)."""
+    from curata.engine.base import read_file_rows
+
+    return normalize_rows(read_file_rows(pieces, name, file_rows, np.float32))
+
+
+def _nonzero_task(batch: tuple[list[tuple[str, int]], I64], name: str) -> B:
+    """Engine batch: which of the batch's stored rows are not all zero."""
+    return _read_unit(batch[0], name, batch[1])[1]
+
+
+def _rows_task(batch: tuple[list[tuple[str, int]], I64], name: str) -> F32:
+    """Engine batch: the batch's stored rows at unit length."""
+    return _read_unit(batch[0], name, batch[1])[0]
+
+
+def _assign_stored_task(
+    batch: tuple[list[tuple[str, int]], I64],
+    name: str,
+    weights: F32,
+    gaps: F32,
+    k: int,
+    proj_slack: float,
+    block: int,
+    folder: str,
+) -> tuple[I64, I64, I64, tuple[str, int] | None]:
+    """Engine batch: :func:`_assign_task` over stored rows it reads; its screening rows go to an
+    Arrow file in ``folder`` (column ``screen``), whose (path, rows) it returns."""
+    import uuid
+
+    import pyarrow as pa
+
+    from curata import outofcore
+
+    x, _ = _read_unit(batch[0], name, batch[1])
+    own, near, clusters, z = _assign_task(x, weights, gaps, k, proj_slack, block)
+    if z is None:
+        return own, near, clusters, None
+    table = pa.table({"screen": pa.FixedSizeListArray.from_arrays(pa.array(z.reshape(-1)), z.shape[1])})
+    path = Path(folder) / f"screen-{uuid.uuid4().hex}.arrow"
+    outofcore.write_arrow_file(path, [table], table.schema)
+    return own, near, clusters, (str(path), z.shape[0])
+
+
+@dataclass(frozen=True)
+class _StoredBatch:
+    """The jobs of a group of clusters and where their rows are: ``left`` the row positions (sorted),
+    ``pieces``/``file_rows`` the embedding rows to read for them, ``screen_pieces``/``screen_rows``
+    their screening rows (None: screening is off); the jobs hold positions in ``left``."""
+
+    left: I64
+    pieces: list[tuple[str, int]]
+    file_rows: I64
+    screen_pieces: list[tuple[str, int]] | None
+    screen_rows: I64 | None
+    jobs: list[_Job]
+
+
+def _search_stored_task(batch: _StoredBatch, name: str, limits: _Limits, block: int) -> _Pairs:
+    """Engine batch: read the batch's rows (and screening rows), then :func:`_search_task`."""
+    from curata.engine.base import read_file_rows
+
+    x, _ = _read_unit(batch.pieces, name, batch.file_rows)
+    screen = None
+    if batch.screen_pieces is not None and batch.screen_rows is not None:
+        screen = read_file_rows(batch.screen_pieces, "screen", batch.screen_rows, np.float32)
+    return _search_task(_SearchBatch(batch.left, x, screen, None, None, None, batch.jobs), limits, block)
+
+
+def _stored_pairs(
+    engine: Engine, stored: ColumnRows, cfg: SemanticDupSettings, folder: outofcore.TempFolder
+) -> tuple[I64, F64]:
+    """:func:`semantic_duplicate_pairs` of stored embeddings, every stage as ``engine`` batches of
+    row positions whose tasks read the rows themselves: this process holds the labels, the halo
+    lists and the pairs, never the vectors."""
+    files, name = stored.files, stored.name
+    sel = np.arange(len(stored.column), dtype=np.int64) if stored.rows is None else np.asarray(stored.rows)
+    m = sel.size
+
+    def at(positions: I64) -> tuple[list[tuple[str, int]], I64]:
+        file_rows = sel[positions]
+        return _where(files, file_rows), file_rows
+
+    spans = range(0, m, _MASK_ROWS)
+    masks = engine.map_batches(
+        _nonzero_task,
+        (at(np.arange(a, min(m, a + _MASK_ROWS))) for a in spans),
+        args=(name,),
+        description="semantic duplicates: rows",
+        total=len(spans),
+    )
+    rows = np.flatnonzero(np.concatenate([np.zeros(0, bool), *masks])).astype(np.int64)
+    if rows.size < 2:
+        return _empty()
+    block, workers = int(cfg.block_rows), cfg.worker_count()
+
+    def draw(size: int, rng: np.random.Generator) -> F32:
+        pick = rows[_sample_positions(rows.size, size, rng)]
+        return next(iter(engine.map_batches(_rows_task, iter([at(pick)]), args=(name,))))
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        model = _fit_drawn(stored.width, rows.size, cfg, workers, draw)
+        k = model.centroids.shape[0]
+        span = block * _blocks_per_batch(rows.size, block, engine.workers)
+        starts = range(0, rows.size, span)
+        args = (name, model.weights(), model.gaps, k, model.proj_slack, block, str(folder.path))
+        labelled = engine.map_batches(
+            _assign_stored_task,
+            (at(rows[a : a + span]) for a in starts),
+            args=args,
+            description="semantic duplicates: clustering",
+            total=len(starts),
+        )
+        parts: list[tuple[I64, I64, I64]] = []
+        screen_files: list[tuple[str, int]] = []
+        for a, (own, near, clusters, written) in zip(starts, labelled, strict=True):
+            parts.append((own, rows[a : a + span][near], clusters))
+            if written is not None:
+                screen_files.append(written)
+        label = np.concatenate([own for own, _, _ in parts])
+        halo_rows = np.concatenate([r for _, r, _ in parts])
+        halo_clusters = np.concatenate([c for _, _, c in parts])
+        order, group_starts = _group(label, k)
+        h_order, h_starts = _group(halo_clusters, k)
+        assigned = _Assignment(
+            rows[order], group_starts, halo_rows[h_order], h_starts, np.zeros((0, 0), np.float32)
+        )
+        screens = tuple(screen_files)
+
+        def pack(jobs: list[_Job]) -> _StoredBatch:
+            left = np.unique(np.concatenate([j.left for j in jobs] + [j.right for j in jobs]))
+            local = [
+                _Job(np.searchsorted(left, j.left), np.searchsorted(left, j.right), j.within) for j in jobs
+            ]
+            pieces, file_rows = at(left)
+            if not screens:
+                return _StoredBatch(left, pieces, file_rows, None, None, local)
+            screen_rows = np.searchsorted(rows, left).astype(np.int64)  # screening rows follow ``rows``
+            return _StoredBatch(left, pieces, file_rows, _where(screens, screen_rows), screen_rows, local)
+
+        work = np.diff(assigned.starts) * (np.diff(assigned.starts) + np.diff(assigned.halo_starts))
+        sent = rows.size + assigned.halo.size
+        count = max(_BATCHES_PER_WORKER * engine.workers, -(-sent // (_BATCH_BLOCKS * block)))
+        groups = _work_groups(work, count)
+        found = engine.map_batches(
+            _search_stored_task,
+            (pack([job for q in group for job in _self_jobs(assigned, q)]) for group in groups),
+            args=(name, model.limits(), block),
+            description="semantic duplicates: search",
+            total=len(groups),
+        )
+        left, right, cos = _join(list(found))
+    lo, hi = np.minimum(left, right), np.maximum(left, right)
+    return _sorted_unique(lo, hi, cos, m)
+
+
+def _stored_input(embeddings: Any, engine: Engine | None) -> tuple[ColumnRows, outofcore.TempFolder] | None:
+    """``embeddings`` and a folder for the screening rows when it is a :class:`ColumnRows` kept in
+    files that ``engine``'s workers reach (and the folder beside them too), else None."""
+    from curata.engine.base import ColumnRows, ContentEngine
+
+    if not isinstance(embeddings, ColumnRows) or not embeddings.files or not embeddings.name:
+        return None
+    if engine is None or not isinstance(engine, ContentEngine):
+        return None
+    if sum(rows for _, rows in embeddings.files) != len(embeddings.column):
+        return None
+    folders = {Path(path).parent for path, _ in embeddings.files}
+    if not all(engine.reaches(f) for f in folders):
+        return None
+    tmp = next(iter(folders)).parent / "tmp"
+    if not engine.reaches(tmp):
+        return None
+    import uuid
+
+    from curata import outofcore
+
+    return embeddings, outofcore.TempFolder(tmp / f"semantic-{uuid.uuid4().hex}")
+
+
 def _sorted_unique(left: I64, right: I64, cos: F64, n_right: int) -> tuple[I64, F64]:
     """Sort pairs by (left, right) and drop repeats."""
     width = np.int64(max(n_right, 1))
@@ -741,7 +955,9 @@ def _engine(engine: Engine | None) -> Engine | None:
 
 
 def semantic_duplicate_pairs(
-    embeddings: npt.ArrayLike, settings: SemanticDupSettings | None = None, engine: Engine | None = None
+    embeddings: npt.ArrayLike | ColumnRows,
+    settings: SemanticDupSettings | None = None,
+    engine: Engine | None = None,
 ) -> tuple[I64, F64]:
     """Return every pair of rows whose cosine similarity is at or above ``settings.min_cosine``.
 
@@ -753,8 +969,15 @@ def semantic_duplicate_pairs(
     as its batches instead of threads here, with the same result.  Raises InputError for a bad array
     and ConfigError for bad settings.
     """
+    from curata.engine.base import ColumnRows
+
     cfg = _settings(settings)
     eng = _engine(engine)
+    stored = _stored_input(embeddings, eng)
+    if stored is not None and eng is not None:
+        return _stored_pairs(eng, stored[0], cfg, stored[1])
+    if isinstance(embeddings, ColumnRows):
+        embeddings = embeddings.to_array()
     x, nonzero = normalize_rows(embeddings)
     rows = np.flatnonzero(nonzero).astype(np.int64)
     if rows.size < 2:

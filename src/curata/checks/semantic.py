@@ -27,6 +27,7 @@ from curata.checks.base import Check, Context, FindingsBuilder, register
 from curata.checks.embedding import embeddings_unavailable, shared_embeddings, shared_neighbours
 from curata.checks.groups import shared_clusters, shared_rank
 from curata.dataset import SPLIT_ORDER
+from curata.engine.base import ColumnRows
 from curata.errors import ConfigError
 
 #: The automatic threshold is never below this cosine similarity.
@@ -111,7 +112,9 @@ class SemanticDuplicateCheck(Check):
             nearest = shared_neighbours(context).distance[rows, 0].astype(np.float64)
             threshold, rule = automatic_threshold(nearest), "automatic"
         search = SemanticDupSettings(min_cosine=threshold)
-        pairs, cosines = semantic_duplicate_pairs(emb.vectors[rows], search, context.settings.get("engine"))
+        # By reference: a distributed engine's tasks read the vectors from the signal cache's files.
+        vectors = ColumnRows(emb.vectors, rows, "embedding", emb.files)
+        pairs, cosines = semantic_duplicate_pairs(vectors, search, context.settings.get("engine"))
         if len(pairs) == 0:
             return out.table()
         pairs = rows[pairs]

@@ -102,8 +102,9 @@ def read_file_rows(
     pieces: Sequence[tuple[str, int]], name: str, rows: np.ndarray, dtype: Any = None
 ) -> np.ndarray:
     """Task side of :class:`ColumnRows`: column ``name``'s values at ``rows`` of the Arrow files
-    ``pieces`` (``(path, first row)``: consecutive files of a column and where each starts in
-    it; ``rows`` ascending, counted in the whole column, all within these files), as a
+    ``pieces`` (``(path, first row)``: files of a column in order, as :func:`file_pieces` lists
+    those holding some of ``rows``, and where each starts in it; ``rows`` ascending, counted in the
+    whole column, all within these files), as a
     ``(len(rows), width)`` array. The files are memory-mapped."""
     from curata import outofcore
 
@@ -112,13 +113,15 @@ def read_file_rows(
         table = outofcore.map_arrow_file(Path(path))
         end = first + table.num_rows
         lo, hi = np.searchsorted(rows, [first, end])
-        if k + 1 < len(pieces) and pieces[k + 1][1] != end:
-            raise ValueError(f"{path}: the pieces are not consecutive")
+        if k + 1 < len(pieces) and pieces[k + 1][1] < end:
+            raise ValueError(f"{path}: the pieces overlap or are out of order")
         if hi > lo:
             parts.append(list_rows(table.column(name), np.asarray(rows[lo:hi]) - first))
     if not parts:
         return np.zeros((0, 0), dtype=dtype or np.float32)
     out = np.concatenate(parts)
+    if len(out) != len(rows):
+        raise ValueError(f"{len(rows) - len(out)} of the rows asked for are in none of the pieces")
     return out if dtype is None else out.astype(dtype, copy=False)
 
 
