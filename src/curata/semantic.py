@@ -490,6 +490,11 @@ def _assign(
         parts = _map(one, list(range(0, rows.size, block)), workers)
     else:
         parts = _assign_on(engine, x, rows, screen, model, block)
+    return _assignment(parts, rows, k, screen)
+
+
+def _assignment(parts: list[tuple[I64, I64, I64]], rows: I64, k: int, screen: F32) -> _Assignment:
+    """The :class:`_Assignment` of ``rows`` from their blocks' (labels, halo rows, halo clusters)."""
     label = np.concatenate([own for own, _, _ in parts])
     halo_rows = np.concatenate([r for _, r, _ in parts])
     halo_clusters = np.concatenate([c for _, _, c in parts])
@@ -652,11 +657,18 @@ class _SearchBatch:
     jobs: list[_Job]
 
 
-def _pack(jobs: list[_Job], search: _Search, same: bool) -> _SearchBatch:
-    """A batch of ``jobs``: the rows they use, and the jobs renumbered to positions among those rows."""
+def _renumber(jobs: list[_Job], same: bool) -> tuple[I64, I64, list[_Job]]:
+    """The rows ``jobs`` use (left, and right: the same array when ``same``), sorted, and the jobs
+    renumbered to positions among them."""
     left = np.unique(np.concatenate([j.left for j in jobs] + ([j.right for j in jobs] if same else [])))
     right = left if same else np.unique(np.concatenate([j.right for j in jobs]))
     local = [_Job(np.searchsorted(left, j.left), np.searchsorted(right, j.right), j.within) for j in jobs]
+    return left, right, local
+
+
+def _pack(jobs: list[_Job], search: _Search, same: bool) -> _SearchBatch:
+    """A batch of ``jobs``: the rows they use, and the jobs renumbered to positions among those rows."""
+    left, right, local = _renumber(jobs, same)
     s_left = None if search.s_left is search.x_left else search.s_left[left]
     if same:
         return _SearchBatch(left, search.x_left[left], s_left, None, None, None, local)
@@ -681,6 +693,13 @@ def _search_task(batch: _SearchBatch, limits: _Limits, block: int) -> _Pairs:
         search = _Search(x_left, x_right, s_left, s_right, limits)
         a, b, cos = search.verify([search.run(batch.jobs, block)], 1)
     return batch.left[a], right_ids[b], cos
+
+
+def _search_groups(engine: Engine, work: I64, rows_sent: int, block: int) -> list[list[int]]:
+    """Clusters in engine batches: a few per engine worker, more when they would hold over
+    ``_BATCH_BLOCKS`` blocks of rows (``rows_sent``: members plus halo memberships of all clusters)."""
+    count = max(_BATCHES_PER_WORKER * engine.workers, -(-rows_sent // (_BATCH_BLOCKS * block)))
+    return _work_groups(work, count)
 
 
 def _work_groups(work: I64, count: int) -> list[list[int]]:
@@ -714,8 +733,7 @@ def _search_on(
     (``rows_sent``: members plus halo memberships of all clusters).  Batches are made as the engine
     asks for them, so only those in flight hold copies of rows.
     """
-    count = max(_BATCHES_PER_WORKER * engine.workers, -(-rows_sent // (_BATCH_BLOCKS * block)))
-    groups = _work_groups(work, count)
+    groups = _search_groups(engine, work, rows_sent, block)
     batches = (_pack([job for q in group for job in jobs_of(q)], search, same) for group in groups)
     found = engine.map_batches(
         _search_task,
@@ -732,13 +750,6 @@ def _search_on(
 
 #: Rows a task reads at once to find the non-zero rows.
 _MASK_ROWS = 65_536
-
-
-def _where(files: tuple[tuple[str, int], ...], file_rows: I64) -> list[tuple[str, int]]:
-    """(path, first row) of the files holding ``file_rows`` (ascending), for ``read_file_rows``."""
-    from curata.engine.base import file_pieces
-
-    return [(files[k][0], first) for k, first, _, _ in file_pieces(files, file_rows)]
 
 
 def _read_unit(pieces: list[tuple[str, int]], name: str, file_rows: I64) -> tuple[F32, B]:
@@ -818,13 +829,15 @@ def _stored_pairs(
     """:func:`semantic_duplicate_pairs` of stored embeddings, every stage as ``engine`` batches of
     row positions whose tasks read the rows themselves: this process holds the labels, the halo
     lists and the pairs, never the vectors."""
+    from curata.engine.base import file_pieces
+
     files, name = stored.files, stored.name
     sel = np.arange(len(stored.column), dtype=np.int64) if stored.rows is None else np.asarray(stored.rows)
     m = sel.size
 
     def at(positions: I64) -> tuple[list[tuple[str, int]], I64]:
         file_rows = sel[positions]
-        return _where(files, file_rows), file_rows
+        return file_pieces(files, file_rows), file_rows
 
     spans = range(0, m, _MASK_ROWS)
     masks = engine.map_batches(
@@ -862,31 +875,21 @@ def _stored_pairs(
             parts.append((own, rows[a : a + span][near], clusters))
             if written is not None:
                 screen_files.append(written)
-        label = np.concatenate([own for own, _, _ in parts])
-        halo_rows = np.concatenate([r for _, r, _ in parts])
-        halo_clusters = np.concatenate([c for _, _, c in parts])
-        order, group_starts = _group(label, k)
-        h_order, h_starts = _group(halo_clusters, k)
-        assigned = _Assignment(
-            rows[order], group_starts, halo_rows[h_order], h_starts, np.zeros((0, 0), np.float32)
-        )
+        # The screening rows are in the files just written, not here.
+        assigned = _assignment(parts, rows, k, np.zeros((0, 0), np.float32))
         screens = tuple(screen_files)
 
         def pack(jobs: list[_Job]) -> _StoredBatch:
-            left = np.unique(np.concatenate([j.left for j in jobs] + [j.right for j in jobs]))
-            local = [
-                _Job(np.searchsorted(left, j.left), np.searchsorted(left, j.right), j.within) for j in jobs
-            ]
+            left, _, local = _renumber(jobs, True)
             pieces, file_rows = at(left)
             if not screens:
                 return _StoredBatch(left, pieces, file_rows, None, None, local)
             screen_rows = np.searchsorted(rows, left).astype(np.int64)  # screening rows follow ``rows``
-            return _StoredBatch(left, pieces, file_rows, _where(screens, screen_rows), screen_rows, local)
+            screen_pieces = file_pieces(screens, screen_rows)
+            return _StoredBatch(left, pieces, file_rows, screen_pieces, screen_rows, local)
 
         work = np.diff(assigned.starts) * (np.diff(assigned.starts) + np.diff(assigned.halo_starts))
-        sent = rows.size + assigned.halo.size
-        count = max(_BATCHES_PER_WORKER * engine.workers, -(-sent // (_BATCH_BLOCKS * block)))
-        groups = _work_groups(work, count)
+        groups = _search_groups(engine, work, rows.size + assigned.halo.size, block)
         found = engine.map_batches(
             _search_stored_task,
             (pack([job for q in group for job in _self_jobs(assigned, q)]) for group in groups),
@@ -904,16 +907,11 @@ def _stored_input(embeddings: Any, engine: Engine | None) -> tuple[ColumnRows, o
     files that ``engine``'s workers reach (and the folder beside them too), else None."""
     from curata.engine.base import ColumnRows, ContentEngine
 
-    if not isinstance(embeddings, ColumnRows) or not embeddings.files or not embeddings.name:
+    if not isinstance(embeddings, ColumnRows) or not isinstance(engine, ContentEngine):
         return None
-    if engine is None or not isinstance(engine, ContentEngine):
+    if not embeddings.stored_for(engine.reaches):
         return None
-    if sum(rows for _, rows in embeddings.files) != len(embeddings.column):
-        return None
-    folders = {Path(path).parent for path, _ in embeddings.files}
-    if not all(engine.reaches(f) for f in folders):
-        return None
-    tmp = next(iter(folders)).parent / "tmp"
+    tmp = Path(embeddings.files[0][0]).parent.parent / "tmp"
     if not engine.reaches(tmp):
         return None
     import uuid

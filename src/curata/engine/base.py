@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 import pyarrow as pa
 
+from curata.errors import ConfigError
 from curata.knn import Metric, Neighbours
 
 T = TypeVar("T")
@@ -52,6 +53,13 @@ class ColumnRows:
         """The rows as a ``(len(self), width)`` array (see :func:`list_rows`)."""
         return list_rows(self.column, self.rows)
 
+    def stored_for(self, reaches: Callable[[Path], bool]) -> bool:
+        """Whether the column is kept whole in files whose folders ``reaches`` says every worker
+        reads (see :meth:`ContentEngine.reaches`), so tasks may read the rows there."""
+        if not self.files or not self.name or sum(rows for _, rows in self.files) != len(self.column):
+            return False
+        return all(reaches(folder) for folder in {Path(path).parent for path, _ in self.files})
+
 
 def list_rows(column: pa.ChunkedArray | np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """Rows ``rows`` (ascending; None: all) of a column of fixed-size lists as a ``(rows, width)``
@@ -85,17 +93,25 @@ def list_rows(column: pa.ChunkedArray | np.ndarray, rows: np.ndarray | None = No
     return out
 
 
-def file_pieces(files: Sequence[tuple[str, int]], rows: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """For ``rows`` (ascending) of the concatenation of ``files``: (file index, first row of the
-    file, first and end position in ``rows``) of every file holding some of them."""
+def file_pieces(files: Sequence[tuple[str, int]], rows: np.ndarray) -> list[tuple[str, int]]:
+    """For ``rows`` (ascending) of the concatenation of ``files`` ((path, rows) in order): (path,
+    first row of the file) of every file holding some of them, as :func:`read_file_rows` takes."""
     out = []
     first = 0
-    for k, (_, count) in enumerate(files):
-        lo, hi = (int(v) for v in np.searchsorted(rows, [first, first + count]))
+    for path, count in files:
+        lo, hi = np.searchsorted(rows, [first, first + count])
         if hi > lo:
-            out.append((k, first, lo, hi))
+            out.append((path, first))
         first += count
     return out
+
+
+def key_column(keys: pa.ChunkedArray | ColumnRows) -> pa.ChunkedArray:
+    """The Arrow column of ``group_representatives``' keys (a ConfigError for anything else)."""
+    column = keys.column if isinstance(keys, ColumnRows) else keys
+    if not isinstance(column, pa.ChunkedArray):
+        raise ConfigError("group_representatives needs an Arrow column of keys")
+    return column
 
 
 def read_file_rows(

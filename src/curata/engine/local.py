@@ -13,13 +13,14 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import pyarrow as pa
 
-from curata.engine.base import ColumnRows
+from curata.engine.base import ColumnRows, key_column
 from curata.errors import ConfigError
 from curata.progress import progress_bar
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from curata.knn import Metric, Neighbours
 
 R = TypeVar("R")
@@ -132,7 +133,4 @@ class LocalEngine:
         """Exact groups as :func:`curata.engine.grouping.group_representatives`, in this process."""
         from curata.engine.grouping import group_representatives
 
-        column = keys.column if isinstance(keys, ColumnRows) else keys
-        if not isinstance(column, pa.ChunkedArray):
-            raise ConfigError("group_representatives needs an Arrow column of keys")
-        return group_representatives(column, valid, rank)
+        return group_representatives(key_column(keys), valid, rank)

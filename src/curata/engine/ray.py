@@ -50,7 +50,14 @@ import numpy as np
 import pyarrow as pa
 
 from curata import outofcore
-from curata.engine.base import ColumnRows, ContentSource, Finish, file_pieces, read_file_rows
+from curata.engine.base import (
+    ColumnRows,
+    ContentSource,
+    Finish,
+    file_pieces,
+    key_column,
+    read_file_rows,
+)
 from curata.engine.ray_content import task_returns
 from curata.errors import ConfigError, EngineError, MissingDependencyError
 from curata.progress import progress_bar
@@ -550,12 +557,7 @@ class RayEngine:
 
     def _stored(self, value: Any) -> ColumnRows | None:
         """``value`` when it is a :class:`ColumnRows` kept in files every node reaches, else None."""
-        if not isinstance(value, ColumnRows) or not value.files or not value.name:
-            return None
-        if sum(rows for _, rows in value.files) != len(value.column):
-            return None
-        folders = {str(Path(path).parent) for path, _ in value.files}
-        return value if all(self.reaches(Path(folder)) for folder in folders) else None
+        return value if isinstance(value, ColumnRows) and value.stored_for(self.reaches) else None
 
     def _key_parts(self, n: int, bands: int) -> int:
         return max(self.workers, math.ceil(n * bands / PARTITION_KEYS))
@@ -566,8 +568,10 @@ class RayEngine:
         n, bands = len(stored), stored.width
         parts = self._key_parts(n, bands)
         split = ray_remote(self, split_stored_keys, returns=parts)
-        for pieces, rows, offset in stored_runs(stored, max(1, MAP_KEYS // bands)):
-            yield split.remote(pieces, stored.name, rows, offset, parts)
+        per_task = max(1, MAP_KEYS // bands)
+        for a in range(0, n, per_task):
+            pieces, rows = stored_slice(stored, a, min(n, a + per_task))
+            yield split.remote(pieces, stored.name, rows, a, parts)
 
     def _shuffle_pairs(self, mapped_refs: Iterable[Any], n: int, bands: int, max_bucket: int) -> np.ndarray:
         ray = self._ray
@@ -739,9 +743,7 @@ class RayEngine:
         from curata.engine.grouping import count_true, key_batches, own_groups, valid_entries
 
         stored = self._stored(keys)
-        column = keys.column if isinstance(keys, ColumnRows) else keys
-        if not isinstance(column, pa.ChunkedArray):
-            raise ConfigError("group_representatives needs an Arrow column of keys")
+        column = key_column(keys)
         valid, rank = valid_entries(column, valid, rank)
         group = own_groups(valid)
         count = count_true(valid)
@@ -781,18 +783,7 @@ def stored_slice(stored: ColumnRows, a: int, b: int) -> tuple[list[tuple[str, in
     """(files as (path, first row), rows) holding the selected rows ``a:b`` of ``stored``."""
     selected = stored.rows
     rows = np.arange(a, b, dtype=np.int64) if selected is None else np.asarray(selected[a:b], np.int64)
-    pieces = file_pieces(stored.files, rows)
-    return [(stored.files[k][0], first) for k, first, _, _ in pieces], rows
-
-
-def stored_runs(stored: ColumnRows, per_task: int) -> Iterator[tuple[list[tuple[str, int]], np.ndarray, int]]:
-    """Runs of consecutive files holding about ``per_task`` selected rows each: (files as (path,
-    first row), the selected rows in them, the position of the first of those rows in the
-    selection)."""
-    n = len(stored)
-    for a in range(0, n, per_task):
-        pieces, rows = stored_slice(stored, a, min(n, a + per_task))
-        yield pieces, rows, a
+    return file_pieces(stored.files, rows), rows
 
 
 def file_runs(files: Sequence[tuple[str, int]], rows: int) -> Iterator[tuple[list[str], int, int]]:

@@ -342,20 +342,17 @@ def map_records(
             where = np.full(hi - lo, -1, dtype=np.int64)
             where[found] = cached_order[at[found]]
             n_cached += int(np.count_nonzero(found))
-            if workers_store:
-                # The records not found were computed and stored in order, in the parts named so
-                # far (a part's rows may end in a later block: only the totals must agree).
+            if workers_store or result is not None:
                 computed_now = int(np.count_nonzero(~found))
                 where[~found] = -2 - np.arange(n_computed, n_computed + computed_now)
                 n_computed += computed_now
-                for path in stored:
-                    part = outofcore.map_arrow_file(Path(path))
-                    computed_parts.append(part)
-                    part_files.append((path, part.num_rows))
-            elif result is not None:
-                computed_now = int(np.count_nonzero(~found))
-                where[~found] = -2 - np.arange(n_computed, n_computed + computed_now)
-                n_computed += computed_now
+            # Stored by the workers: the computed records are in the parts named so far, in order
+            # (a part's rows may end in a later block: only the totals must agree).
+            for path in stored:
+                part = outofcore.map_arrow_file(Path(path))
+                computed_parts.append(part)
+                part_files.append((path, part.num_rows))
+            if result is not None:
                 fresh.append(result.append_column("content_hash", hash_column(hashes[~found])))
                 fresh_rows += result.num_rows
                 if fresh_rows >= COMPACT_ROWS:
